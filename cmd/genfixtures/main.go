@@ -38,7 +38,11 @@ func run(out string, count int) error {
 			return err
 		}
 		sets = append(sets, pp)
+		// Write after every set, so an interrupted run keeps what it made.
+		if err := preparams.WriteFixtures(out, sets); err != nil {
+			return err
+		}
 		fmt.Fprintf(os.Stderr, "set %d/%d generated in %s\n", i+1, count, time.Since(start).Round(time.Second))
 	}
-	return preparams.WriteFixtures(out, sets)
+	return nil
 }

@@ -1,0 +1,31 @@
+GO ?= go
+# Keep the whole suite well under 20 minutes on 2 cores.
+TEST_TIMEOUT ?= 18m
+
+.PHONY: all build test vet fmt fixtures deps demo bench clean
+
+all: build
+
+build:
+	$(GO) build ./...
+
+deps:
+	bash softhsm-test/install-deps.sh
+
+# The tests load Paillier pre-params from testdata/preparams.json (committed).
+# `make fixtures` regenerates that file (slow: minutes per set).
+fixtures:
+	$(GO) run ./cmd/genfixtures -out testdata/preparams.json -count 7
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)
+
+test: deps vet
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchtime 20x ./hsm/... ./signer/...
+
+clean:
+	rm -rf bin dist .demo

@@ -1,0 +1,490 @@
+// Package store is a node's embedded ACID database (bbolt, fsync on every
+// commit). It holds sealed blobs and non-secret metadata only: callers seal
+// secrets with hsm.Sealer before they reach it.
+//
+// Layout: bucket "shares" -> <walletID>\x00<keyType>\x00<epoch BE> -> record
+// (metadata and sealed share in one value, so they are written and removed
+// together); "pool" -> <id BE> -> sealed pre-params; "journal" ->
+// <requestID> -> entry; "secrets" -> <name> -> sealed blob; "meta" -> schema.
+package store
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// Errors.
+var (
+	ErrNotFound = errors.New("store: not found")
+	ErrExists   = errors.New("store: already exists")
+	ErrEmpty    = errors.New("store: pre-params pool is empty")
+	ErrLocked   = errors.New("store: database is locked by another process")
+	ErrDamaged  = errors.New("store: database file is damaged")
+)
+
+const schemaVersion = 1
+
+var (
+	bShares  = []byte("shares")
+	bPool    = []byte("pool")
+	bJournal = []byte("journal")
+	bSecrets = []byte("secrets")
+	bMeta    = []byte("meta")
+)
+
+// Options for Open.
+type Options struct {
+	Timeout  time.Duration // wait for the file lock; default 1s
+	ReadOnly bool
+}
+
+// Store is one node's database.
+type Store struct {
+	db   *bolt.DB
+	path string
+}
+
+// Open opens or creates the database at path.
+func Open(path string, opts Options) (*Store, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = time.Second
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, ReadOnly: opts.ReadOnly})
+	if err != nil {
+		if errors.Is(err, bolterrors.ErrTimeout) {
+			return nil, fmt.Errorf("%w: %s (is another signerd or signerctl using it?)", ErrLocked, path)
+		}
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("open store %s: %w", path, err)
+		}
+		return nil, fmt.Errorf("%w: %s: %v (restore the node from its backup)", ErrDamaged, path, err)
+	}
+	s := &Store{db: db, path: path}
+	if !opts.ReadOnly {
+		err = db.Update(func(tx *bolt.Tx) error {
+			for _, b := range [][]byte{bShares, bPool, bJournal, bSecrets, bMeta} {
+				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+					return err
+				}
+			}
+			m := tx.Bucket(bMeta)
+			if v := m.Get([]byte("schema")); v != nil && binary.BigEndian.Uint32(v) != schemaVersion {
+				return fmt.Errorf("schema version %d, this signerd reads %d", binary.BigEndian.Uint32(v), schemaVersion)
+			}
+			return m.Put([]byte("schema"), binary.BigEndian.AppendUint32(nil, schemaVersion))
+		})
+		if err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("%w: %s: %v", ErrDamaged, path, err)
+		}
+	}
+	return s, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Path is the database file.
+func (s *Store) Path() string { return s.path }
+
+// WalletMeta is the non-secret description of one share.
+type WalletMeta struct {
+	WalletID  string    `json:"wallet_id"`
+	KeyType   string    `json:"key_type"`
+	Epoch     uint64    `json:"epoch"`
+	Committee []string  `json:"committee"`
+	Threshold int       `json:"threshold"`
+	PubKey    []byte    `json:"pub_key"`
+	ChainCode []byte    `json:"chain_code,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	Status    string    `json:"status"` // active, pending, retired
+	CreatedBy string    `json:"created_by,omitempty"`
+}
+
+// Share statuses.
+const (
+	StatusActive  = "active"
+	StatusPending = "pending"
+	StatusRetired = "retired"
+)
+
+type shareRecord struct {
+	Meta   WalletMeta `json:"meta"`
+	Sealed []byte     `json:"sealed"`
+}
+
+func shareKey(walletID, keyType string, epoch uint64) []byte {
+	k := []byte(walletID + "\x00" + keyType + "\x00")
+	return binary.BigEndian.AppendUint64(k, epoch)
+}
+
+func sharePrefix(walletID, keyType string) []byte {
+	return []byte(walletID + "\x00" + keyType + "\x00")
+}
+
+func validID(ids ...string) error {
+	for _, id := range ids {
+		if id == "" || strings.ContainsRune(id, 0) {
+			return fmt.Errorf("store: empty or invalid identifier %q", id)
+		}
+	}
+	return nil
+}
+
+// PutShare writes a share's metadata and sealed value in one transaction.
+func (s *Store) PutShare(meta WalletMeta, sealed []byte) error {
+	if err := validID(meta.WalletID, meta.KeyType); err != nil {
+		return err
+	}
+	if len(sealed) == 0 {
+		return errors.New("store: empty sealed share")
+	}
+	if meta.Status == "" {
+		meta.Status = StatusActive
+	}
+	rec, err := json.Marshal(shareRecord{Meta: meta, Sealed: sealed})
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bShares)
+		k := shareKey(meta.WalletID, meta.KeyType, meta.Epoch)
+		if b.Get(k) != nil {
+			return fmt.Errorf("%w: wallet %s %s epoch %d", ErrExists, meta.WalletID, meta.KeyType, meta.Epoch)
+		}
+		return b.Put(k, rec)
+	})
+}
+
+// Share returns the newest active share of a wallet's key type.
+func (s *Store) Share(walletID, keyType string) (WalletMeta, []byte, error) {
+	var rec *shareRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bShares).Cursor()
+		p := sharePrefix(walletID, keyType)
+		for k, v := c.Seek(p); k != nil && strings.HasPrefix(string(k), string(p)); k, v = c.Next() {
+			var r shareRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("%w: share record: %v", ErrDamaged, err)
+			}
+			if r.Meta.Status == StatusActive {
+				rec = &r
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return WalletMeta{}, nil, err
+	}
+	if rec == nil {
+		return WalletMeta{}, nil, fmt.Errorf("%w: wallet %s key type %s", ErrNotFound, walletID, keyType)
+	}
+	return rec.Meta, rec.Sealed, nil
+}
+
+// ShareAt returns one epoch's share.
+func (s *Store) ShareAt(walletID, keyType string, epoch uint64) (WalletMeta, []byte, error) {
+	var r shareRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bShares).Get(shareKey(walletID, keyType, epoch))
+		if v == nil {
+			return fmt.Errorf("%w: wallet %s %s epoch %d", ErrNotFound, walletID, keyType, epoch)
+		}
+		return json.Unmarshal(v, &r)
+	})
+	return r.Meta, r.Sealed, err
+}
+
+// Activate makes epoch the active share and retires older epochs.
+func (s *Store) Activate(walletID, keyType string, epoch uint64) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bShares)
+		if b.Get(shareKey(walletID, keyType, epoch)) == nil {
+			return fmt.Errorf("%w: wallet %s %s epoch %d", ErrNotFound, walletID, keyType, epoch)
+		}
+		c := b.Cursor()
+		p := sharePrefix(walletID, keyType)
+		type upd struct{ k, v []byte }
+		var ups []upd
+		for k, v := c.Seek(p); k != nil && strings.HasPrefix(string(k), string(p)); k, v = c.Next() {
+			var r shareRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return err
+			}
+			switch {
+			case r.Meta.Epoch == epoch:
+				r.Meta.Status = StatusActive
+			case r.Meta.Epoch < epoch:
+				r.Meta.Status = StatusRetired
+			default:
+				continue
+			}
+			nv, err := json.Marshal(r)
+			if err != nil {
+				return err
+			}
+			ups = append(ups, upd{append([]byte(nil), k...), nv})
+		}
+		for _, u := range ups {
+			if err := b.Put(u.k, u.v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// DeleteShare removes one epoch's share.
+func (s *Store) DeleteShare(walletID, keyType string, epoch uint64) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bShares)
+		k := shareKey(walletID, keyType, epoch)
+		if b.Get(k) == nil {
+			return fmt.Errorf("%w: wallet %s %s epoch %d", ErrNotFound, walletID, keyType, epoch)
+		}
+		return b.Delete(k)
+	})
+}
+
+// Wallets lists the metadata of every share (no secret bytes).
+func (s *Store) Wallets() ([]WalletMeta, error) {
+	var out []WalletMeta
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bShares).ForEach(func(_, v []byte) error {
+			var r shareRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("%w: share record: %v", ErrDamaged, err)
+			}
+			out = append(out, r.Meta)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// NextPoolID reserves a pool sequence number to bind a blob to before sealing.
+func (s *Store) NextPoolID() (uint64, error) {
+	var id uint64
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		id, err = tx.Bucket(bPool).NextSequence()
+		return err
+	})
+	return id, err
+}
+
+// PushPreParams stores one sealed pre-params set.
+func (s *Store) PushPreParams(id uint64, sealed []byte) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bPool).Put(binary.BigEndian.AppendUint64(nil, id), sealed)
+	})
+}
+
+// PopPreParams removes and returns the oldest set, in one transaction: a set
+// is handed out once.
+func (s *Store) PopPreParams() (uint64, []byte, error) {
+	var id uint64
+	var out []byte
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bPool).Cursor()
+		k, v := c.First()
+		if k == nil {
+			return ErrEmpty
+		}
+		id = binary.BigEndian.Uint64(k)
+		out = append([]byte(nil), v...)
+		return c.Delete()
+	})
+	return id, out, err
+}
+
+// PoolDepth counts the sets in the pool.
+func (s *Store) PoolDepth() (int, error) {
+	n := 0
+	err := s.db.View(func(tx *bolt.Tx) error {
+		n = tx.Bucket(bPool).Stats().KeyN
+		return nil
+	})
+	return n, err
+}
+
+// JournalEntry records a request this node accepted.
+type JournalEntry struct {
+	RequestID  string    `json:"request_id"`
+	ClientID   string    `json:"client_id"`
+	Op         string    `json:"op"`
+	WalletID   string    `json:"wallet_id"`
+	State      string    `json:"state"` // accepted, done, failed
+	ResultCode string    `json:"result_code,omitempty"`
+	At         time.Time `json:"at"`
+	ExpiresAt  time.Time `json:"expires_at"`
+}
+
+// JournalBegin records e unless its request ID is already known; then it
+// returns fresh=false and the earlier entry.
+func (s *Store) JournalBegin(e JournalEntry) (bool, JournalEntry, error) {
+	if err := validID(e.RequestID); err != nil {
+		return false, JournalEntry{}, err
+	}
+	fresh := false
+	var prev JournalEntry
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bJournal)
+		if v := b.Get([]byte(e.RequestID)); v != nil {
+			return json.Unmarshal(v, &prev)
+		}
+		fresh = true
+		v, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(e.RequestID), v)
+	})
+	return fresh, prev, err
+}
+
+// JournalFinish records a request's outcome.
+func (s *Store) JournalFinish(requestID, state, code string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bJournal)
+		v := b.Get([]byte(requestID))
+		if v == nil {
+			return fmt.Errorf("%w: request %s", ErrNotFound, requestID)
+		}
+		var e JournalEntry
+		if err := json.Unmarshal(v, &e); err != nil {
+			return err
+		}
+		e.State, e.ResultCode = state, code
+		nv, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(requestID), nv)
+	})
+}
+
+// JournalPrune removes entries whose request expired before t.
+func (s *Store) JournalPrune(before time.Time) (int, error) {
+	n := 0
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bJournal).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			var e JournalEntry
+			if json.Unmarshal(v, &e) == nil && e.ExpiresAt.Before(before) {
+				if err := c.Delete(); err != nil {
+					return err
+				}
+				n++
+			}
+		}
+		return nil
+	})
+	return n, err
+}
+
+// PutSecret stores a sealed node-level secret by name.
+func (s *Store) PutSecret(name string, sealed []byte) error {
+	if err := validID(name); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bSecrets).Put([]byte(name), sealed) })
+}
+
+// Secret returns a sealed node-level secret.
+func (s *Store) Secret(name string) ([]byte, error) {
+	var out []byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bSecrets).Get([]byte(name))
+		if v == nil {
+			return fmt.Errorf("%w: secret %s", ErrNotFound, name)
+		}
+		out = append([]byte(nil), v...)
+		return nil
+	})
+	return out, err
+}
+
+// RewrapAll passes every sealed value (shares, pool, secrets) through fn and
+// stores what it changed, one transaction per bucket.
+func (s *Store) RewrapAll(fn func(sealed []byte) ([]byte, bool, error)) (int, error) {
+	changed := 0
+	for _, name := range [][]byte{bShares, bPool, bSecrets} {
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(name)
+			type upd struct{ k, v []byte }
+			var ups []upd
+			err := b.ForEach(func(k, v []byte) error {
+				isShare := string(name) == string(bShares)
+				sealed := v
+				var rec shareRecord
+				if isShare {
+					if err := json.Unmarshal(v, &rec); err != nil {
+						return err
+					}
+					sealed = rec.Sealed
+				}
+				nv, ok, err := fn(append([]byte(nil), sealed...))
+				if err != nil {
+					return fmt.Errorf("rewrap %q: %w", k, err)
+				}
+				if !ok {
+					return nil
+				}
+				if isShare {
+					rec.Sealed = nv
+					if nv, err = json.Marshal(rec); err != nil {
+						return err
+					}
+				}
+				ups = append(ups, upd{append([]byte(nil), k...), nv})
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			for _, u := range ups {
+				if err := b.Put(u.k, u.v); err != nil {
+					return err
+				}
+			}
+			changed += len(ups)
+			return nil
+		})
+		if err != nil {
+			return changed, err
+		}
+	}
+	return changed, nil
+}
+
+// Stats counts what the store holds, for `signerctl store inspect`.
+type Stats struct {
+	Shares   int   `json:"shares"`
+	Pool     int   `json:"pool"`
+	Journal  int   `json:"journal"`
+	Secrets  int   `json:"secrets"`
+	FileSize int64 `json:"file_size"`
+}
+
+// Stats returns counts.
+func (s *Store) Stats() (Stats, error) {
+	var st Stats
+	err := s.db.View(func(tx *bolt.Tx) error {
+		st.Shares = tx.Bucket(bShares).Stats().KeyN
+		st.Pool = tx.Bucket(bPool).Stats().KeyN
+		st.Journal = tx.Bucket(bJournal).Stats().KeyN
+		st.Secrets = tx.Bucket(bSecrets).Stats().KeyN
+		st.FileSize = tx.Size()
+		return nil
+	})
+	return st, err
+}
