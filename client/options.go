@@ -1,0 +1,90 @@
+package client
+
+import (
+	"crypto"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hwsigner/signer/protocol"
+)
+
+// DefaultRequestTTL is expires_at - created_at of a request.
+const DefaultRequestTTL = 5 * time.Minute
+
+// Option configures a Client.
+type Option func(*config) error
+
+type config struct {
+	clientID      string
+	nodeKeys      map[string]crypto.PublicKey
+	logger        *slog.Logger
+	ttl           time.Duration
+	resultAckWait time.Duration
+}
+
+// WithClientID makes the client use its own result subjects and consumers.
+// Without it the client uses the legacy subjects, shared by every legacy
+// client. The ID must be bound to the client's key in the nodes' policy.
+func WithClientID(id string) Option {
+	return func(c *config) error {
+		if err := protocol.ValidToken(id); err != nil {
+			return fmt.Errorf("client: client ID: %w", err)
+		}
+		c.clientID = id
+		return nil
+	}
+}
+
+// WithNodeKeys sets the cluster's peer list: node ID -> identity public key
+// (ECDSA P-256). Results signed by anything else are dropped. Required.
+func WithNodeKeys(keys map[string]crypto.PublicKey) Option {
+	return func(c *config) error {
+		c.nodeKeys = make(map[string]crypto.PublicKey, len(keys))
+		for id, pub := range keys {
+			if err := protocol.ValidToken(id); err != nil {
+				return fmt.Errorf("client: node ID: %w", err)
+			}
+			if _, err := protocol.KeyID(pub); err != nil {
+				return fmt.Errorf("client: key of node %s: %w", id, err)
+			}
+			c.nodeKeys[id] = pub
+		}
+		return nil
+	}
+}
+
+// WithLogger sets the logger (default slog.Default()).
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) error {
+		if l != nil {
+			c.logger = l
+		}
+		return nil
+	}
+}
+
+// WithRequestTTL sets how long a request stays valid (expires_at -
+// created_at), at most protocol.MaxRequestTTL. Default 5 minutes.
+func WithRequestTTL(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 || d > protocol.MaxRequestTTL {
+			return fmt.Errorf("client: request TTL %s, want (0, %s]", d, protocol.MaxRequestTTL)
+		}
+		c.ttl = d
+		return nil
+	}
+}
+
+// WithResultAckWait sets the AckWait of the result consumers (default
+// routing.DefaultResultAckWait). Callbacks that run longer are kept alive
+// with in-progress acks, so this only matters after a crash.
+func WithResultAckWait(d time.Duration) Option {
+	return func(c *config) error {
+		if d < time.Second {
+			return fmt.Errorf("client: result ack wait %s, want at least 1s", d)
+		}
+		c.resultAckWait = d
+		return nil
+	}
+}

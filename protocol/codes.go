@@ -1,0 +1,64 @@
+package protocol
+
+// Stable error codes carried in Result.ErrorCode. The list and the meaning of
+// each code are in docs/error-codes.md; codes are never renamed or reused.
+const (
+	// CodeBadRequest: the request failed validation (field, size, op).
+	CodeBadRequest = "BAD_REQUEST"
+	// CodeInvalidSignature: the request signature did not verify. Never sent
+	// in a result (the sender is unauthenticated); nodes count it.
+	CodeInvalidSignature = "INVALID_SIGNATURE"
+	// CodeExpired: expires_at had passed when the node took the request.
+	CodeExpired = "EXPIRED"
+	// CodeReplayed: a request with this request_id was already processed.
+	CodeReplayed = "REPLAYED"
+	// CodeUnauthorizedClient: the key may not use this client_id or op.
+	// Sent to the key's own (primary) client_id, never to the claimed one.
+	CodeUnauthorizedClient = "UNAUTHORIZED_CLIENT"
+	// CodeUnknownWallet: no such wallet or key type on this cluster.
+	CodeUnknownWallet = "UNKNOWN_WALLET"
+	// CodeWalletExists: keygen for a wallet ID that already exists.
+	CodeWalletExists = "WALLET_EXISTS"
+	// CodeNodesNotReady: not enough ready committee members to run it.
+	CodeNodesNotReady = "NODES_NOT_READY"
+	// CodeTimeout: the session deadline passed (is_timeout is true).
+	CodeTimeout = "TIMEOUT"
+	// CodeCeremonyFailed: the tss ceremony failed (bad proof, abort, peer).
+	CodeCeremonyFailed = "CEREMONY_FAILED"
+	// CodeHSMFailure: sealing or unsealing in the HSM/TPM failed.
+	CodeHSMFailure = "HSM_FAILURE"
+	// CodeInternal: an unexpected error on the node.
+	CodeInternal = "INTERNAL"
+	// CodeNoPreparams: the pre-parameter pool is empty; retry later.
+	CodeNoPreparams = "NO_PREPARAMS"
+)
+
+// ErrorCodes returns every stable error code, in documentation order.
+func ErrorCodes() []string {
+	return []string{
+		CodeBadRequest, CodeInvalidSignature, CodeExpired, CodeReplayed,
+		CodeUnauthorizedClient, CodeUnknownWallet, CodeWalletExists,
+		CodeNodesNotReady, CodeTimeout, CodeCeremonyFailed, CodeHSMFailure,
+		CodeInternal, CodeNoPreparams,
+	}
+}
+
+// KnownErrorCode reports whether code is in ErrorCodes.
+func KnownErrorCode(code string) bool {
+	for _, c := range ErrorCodes() {
+		if c == code {
+			return true
+		}
+	}
+	return false
+}
+
+// Retryable reports whether a request that failed with code may succeed if
+// sent again (with a new request_id).
+func Retryable(code string) bool {
+	switch code {
+	case CodeNodesNotReady, CodeTimeout, CodeCeremonyFailed, CodeHSMFailure, CodeInternal, CodeNoPreparams, CodeExpired:
+		return true
+	}
+	return false
+}

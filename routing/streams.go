@@ -1,0 +1,121 @@
+package routing
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Defaults of StreamOptions.
+const (
+	DefaultRequestMaxAge = 24 * time.Hour
+	DefaultResultMaxAge  = 7 * 24 * time.Hour
+	// DefaultDuplicates is the Nats-Msg-Id deduplication window of both
+	// streams. It must be longer than the longest session deadline, so that
+	// every participant's copy of a result (and a client's retried request)
+	// falls inside it.
+	DefaultDuplicates = 10 * time.Minute
+	DefaultMaxMsgSize = 1 << 20
+)
+
+// StreamOptions tunes the two streams. The zero value gives file storage, one
+// replica and the defaults above.
+type StreamOptions struct {
+	// Replicas per stream (1, 3 or 5 in a NATS cluster). Default 1.
+	Replicas int
+	// Storage: jetstream.FileStorage (default) or jetstream.MemoryStorage
+	// (tests only: a restart loses requests and results).
+	Storage jetstream.StorageType
+	// RequestMaxAge bounds how long a request waits for every node. It
+	// should be at least protocol.MaxRequestTTL. Default 24 h.
+	RequestMaxAge time.Duration
+	// ResultMaxAge bounds how long a result waits for its client. Default
+	// 7 days.
+	ResultMaxAge time.Duration
+	// Duplicates is the deduplication window. Default 10 min.
+	Duplicates time.Duration
+	// MaxMsgSize per message. Default 1 MiB.
+	MaxMsgSize int32
+}
+
+func (o StreamOptions) withDefaults() StreamOptions {
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.RequestMaxAge <= 0 {
+		o.RequestMaxAge = DefaultRequestMaxAge
+	}
+	if o.ResultMaxAge <= 0 {
+		o.ResultMaxAge = DefaultResultMaxAge
+	}
+	if o.Duplicates <= 0 {
+		o.Duplicates = DefaultDuplicates
+	}
+	if o.MaxMsgSize <= 0 {
+		o.MaxMsgSize = DefaultMaxMsgSize
+	}
+	return o
+}
+
+func (o StreamOptions) check() error {
+	if o.Duplicates > o.RequestMaxAge || o.Duplicates > o.ResultMaxAge {
+		return fmt.Errorf("routing: duplicate window %s longer than a stream's max age", o.Duplicates)
+	}
+	return nil
+}
+
+// RequestStreamConfig returns the configuration of MPC_REQUESTS: interest
+// retention (a request stays until every node's consumer has acked it, or
+// RequestMaxAge), file storage, Nats-Msg-Id deduplication.
+func RequestStreamConfig(o StreamOptions) jetstream.StreamConfig {
+	o = o.withDefaults()
+	return jetstream.StreamConfig{
+		Name:        RequestStream,
+		Description: "signed requests from clients to signer nodes",
+		Subjects:    RequestStreamSubjects(),
+		Retention:   jetstream.InterestPolicy,
+		Storage:     o.Storage,
+		Replicas:    o.Replicas,
+		MaxAge:      o.RequestMaxAge,
+		Duplicates:  o.Duplicates,
+		MaxMsgSize:  o.MaxMsgSize,
+		Discard:     jetstream.DiscardOld,
+	}
+}
+
+// ResultStreamConfig returns the configuration of MPC_RESULTS: work-queue
+// retention (a result is removed once its client acks it), file storage,
+// Nats-Msg-Id deduplication (every participant publishes the same result ID).
+func ResultStreamConfig(o StreamOptions) jetstream.StreamConfig {
+	o = o.withDefaults()
+	return jetstream.StreamConfig{
+		Name:        ResultStream,
+		Description: "signed results from signer nodes to clients",
+		Subjects:    ResultStreamSubjects(),
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     o.Storage,
+		Replicas:    o.Replicas,
+		MaxAge:      o.ResultMaxAge,
+		Duplicates:  o.Duplicates,
+		MaxMsgSize:  o.MaxMsgSize,
+		Discard:     jetstream.DiscardOld,
+	}
+}
+
+// EnsureStreams creates MPC_REQUESTS and MPC_RESULTS, or updates them to the
+// configuration above; calling it again with the same options is a no-op.
+// Nodes call it at start; clients do not need to.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
+	o = o.withDefaults()
+	if err := o.check(); err != nil {
+		return err
+	}
+	for _, cfg := range []jetstream.StreamConfig{RequestStreamConfig(o), ResultStreamConfig(o)} {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("routing: stream %s: %w", cfg.Name, err)
+		}
+	}
+	return nil
+}

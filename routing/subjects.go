@@ -1,0 +1,213 @@
+package routing
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/hwsigner/signer/protocol"
+)
+
+// Names of the JetStream resources.
+const (
+	RequestStream = "MPC_REQUESTS"
+	ResultStream  = "MPC_RESULTS"
+	ReadyBucket   = "mpc_ready"
+)
+
+// Subject tokens.
+const (
+	keygenRequestToken  = "keygen_request"
+	signingRequestToken = "signing_request"
+	reshareRequestToken = "reshare_request"
+	keygenResultToken   = "mpc_keygen_result"
+	signingResultToken  = "mpc_signing_result"
+	reshareResultToken  = "mpc_reshare_result"
+	signingComplete     = "complete"
+	subjectRoot         = "mpc"
+)
+
+// ErrInvalidSubject: a subject or name could not be built or parsed. Errors
+// about identifiers also wrap protocol.ErrInvalidToken.
+var ErrInvalidSubject = errors.New("routing: invalid subject")
+
+func tokenErr(what, value string, err error) error {
+	return fmt.Errorf("%w: %s %q: %w", ErrInvalidSubject, what, value, err)
+}
+
+func requestToken(op string) (string, error) {
+	switch op {
+	case protocol.OpKeygen:
+		return keygenRequestToken, nil
+	case protocol.OpSign:
+		return signingRequestToken, nil
+	case protocol.OpReshare:
+		return reshareRequestToken, nil
+	}
+	return "", fmt.Errorf("%w: %w: %q", ErrInvalidSubject, protocol.ErrUnknownOp, op)
+}
+
+func resultToken(op string) (string, error) {
+	switch op {
+	case protocol.OpKeygen:
+		return keygenResultToken, nil
+	case protocol.OpSign:
+		return signingResultToken, nil
+	case protocol.OpReshare:
+		return reshareResultToken, nil
+	}
+	return "", fmt.Errorf("%w: %w: %q", ErrInvalidSubject, protocol.ErrUnknownOp, op)
+}
+
+// RequestSubject returns mpc.<keygen|signing|reshare>_request.<walletID>.
+func RequestSubject(op, walletID string) (string, error) {
+	tok, err := requestToken(op)
+	if err != nil {
+		return "", err
+	}
+	if err := protocol.ValidToken(walletID); err != nil {
+		return "", tokenErr("walletID", walletID, err)
+	}
+	return subjectRoot + "." + tok + "." + walletID, nil
+}
+
+// KeygenRequestSubject returns mpc.keygen_request.<walletID>.
+func KeygenRequestSubject(walletID string) (string, error) {
+	return RequestSubject(protocol.OpKeygen, walletID)
+}
+
+// SigningRequestSubject returns mpc.signing_request.<walletID>.
+func SigningRequestSubject(walletID string) (string, error) {
+	return RequestSubject(protocol.OpSign, walletID)
+}
+
+// ReshareRequestSubject returns mpc.reshare_request.<walletID>.
+func ReshareRequestSubject(walletID string) (string, error) {
+	return RequestSubject(protocol.OpReshare, walletID)
+}
+
+// ParseRequestSubject splits a request subject into its op and walletID. A
+// node checks them against the request body (op, wallet_id).
+func ParseRequestSubject(subject string) (op, walletID string, err error) {
+	parts := strings.Split(subject, ".")
+	if len(parts) != 3 || parts[0] != subjectRoot {
+		return "", "", fmt.Errorf("%w: %q is not a request subject", ErrInvalidSubject, subject)
+	}
+	switch parts[1] {
+	case keygenRequestToken:
+		op = protocol.OpKeygen
+	case signingRequestToken:
+		op = protocol.OpSign
+	case reshareRequestToken:
+		op = protocol.OpReshare
+	default:
+		return "", "", fmt.Errorf("%w: %q is not a request subject", ErrInvalidSubject, subject)
+	}
+	if err := protocol.ValidToken(parts[2]); err != nil {
+		return "", "", tokenErr("walletID", parts[2], err)
+	}
+	return op, parts[2], nil
+}
+
+// scoped returns "<clientID>." for a client with an ID and "" for a legacy
+// client.
+func scoped(clientID string) (string, error) {
+	if clientID == "" {
+		return "", nil
+	}
+	if err := protocol.ValidToken(clientID); err != nil {
+		return "", tokenErr("clientID", clientID, err)
+	}
+	return clientID + ".", nil
+}
+
+// KeygenResultSubject returns mpc.mpc_keygen_result.<walletID>, or
+// mpc.mpc_keygen_result.<clientID>.<walletID> when clientID is not "".
+func KeygenResultSubject(clientID, walletID string) (string, error) {
+	prefix, err := scoped(clientID)
+	if err != nil {
+		return "", err
+	}
+	if err := protocol.ValidToken(walletID); err != nil {
+		return "", tokenErr("walletID", walletID, err)
+	}
+	return subjectRoot + "." + keygenResultToken + "." + prefix + walletID, nil
+}
+
+// SigningResultSubject returns mpc.mpc_signing_result.complete, or
+// mpc.mpc_signing_result.<clientID>.complete when clientID is not "".
+func SigningResultSubject(clientID string) (string, error) {
+	prefix, err := scoped(clientID)
+	if err != nil {
+		return "", err
+	}
+	return subjectRoot + "." + signingResultToken + "." + prefix + signingComplete, nil
+}
+
+// ReshareResultSubject returns mpc.mpc_reshare_result.<sessionID>, or
+// mpc.mpc_reshare_result.<clientID>.<sessionID> when clientID is not "".
+func ReshareResultSubject(clientID, sessionID string) (string, error) {
+	prefix, err := scoped(clientID)
+	if err != nil {
+		return "", err
+	}
+	if err := protocol.ValidToken(sessionID); err != nil {
+		return "", tokenErr("sessionID", sessionID, err)
+	}
+	return subjectRoot + "." + reshareResultToken + "." + prefix + sessionID, nil
+}
+
+// ResultSubject returns the subject a result is published on, from its op,
+// client_id and wallet_id (keygen) or session_id (reshare).
+func ResultSubject(res *protocol.Result) (string, error) {
+	if res == nil {
+		return "", fmt.Errorf("%w: nil result", ErrInvalidSubject)
+	}
+	switch res.Op {
+	case protocol.OpKeygen:
+		return KeygenResultSubject(res.ClientID, res.WalletID)
+	case protocol.OpSign:
+		return SigningResultSubject(res.ClientID)
+	case protocol.OpReshare:
+		return ReshareResultSubject(res.ClientID, res.SessionID)
+	}
+	return "", fmt.Errorf("%w: %w: %q", ErrInvalidSubject, protocol.ErrUnknownOp, res.Op)
+}
+
+// ResultFilterSubject returns the filter of a client's result consumer for
+// op: mpc.mpc_keygen_result.<clientID>.*, mpc.mpc_signing_result.<clientID>.complete,
+// mpc.mpc_reshare_result.<clientID>.*; for a legacy client (clientID "")
+// mpc.mpc_keygen_result.*, mpc.mpc_signing_result.complete, mpc.mpc_reshare_result.*.
+func ResultFilterSubject(op, clientID string) (string, error) {
+	tok, err := resultToken(op)
+	if err != nil {
+		return "", err
+	}
+	prefix, err := scoped(clientID)
+	if err != nil {
+		return "", err
+	}
+	last := "*"
+	if op == protocol.OpSign {
+		last = signingComplete
+	}
+	return subjectRoot + "." + tok + "." + prefix + last, nil
+}
+
+// RequestStreamSubjects returns the subjects of MPC_REQUESTS.
+func RequestStreamSubjects() []string {
+	return []string{
+		subjectRoot + "." + keygenRequestToken + ".*",
+		subjectRoot + "." + signingRequestToken + ".*",
+		subjectRoot + "." + reshareRequestToken + ".*",
+	}
+}
+
+// ResultStreamSubjects returns the subjects of MPC_RESULTS.
+func ResultStreamSubjects() []string {
+	return []string{
+		subjectRoot + "." + keygenResultToken + ".>",
+		subjectRoot + "." + signingResultToken + ".>",
+		subjectRoot + "." + reshareResultToken + ".>",
+	}
+}
