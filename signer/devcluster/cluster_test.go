@@ -1,0 +1,351 @@
+package devcluster_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hwsigner/signer/client"
+	"github.com/hwsigner/signer/internal/fixtures"
+	"github.com/hwsigner/signer/internal/testhsm"
+	"github.com/hwsigner/signer/protocol"
+	"github.com/hwsigner/signer/routing"
+	"github.com/hwsigner/signer/signer/devcluster"
+)
+
+type clientKey struct {
+	signer crypto.Signer
+	ids    []string
+}
+
+func newKeys(t *testing.T) map[string]clientKey {
+	t.Helper()
+	_, edA, _ := ed25519.GenerateKey(rand.Reader)
+	p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	_, legacy, _ := ed25519.GenerateKey(rand.Reader)
+	return map[string]clientKey{
+		"svcA":   {edA, []string{"svcA"}},
+		"svcB":   {p256, []string{"svcB"}},
+		"legacy": {legacy, []string{""}},
+	}
+}
+
+func policyFor(t *testing.T, keys map[string]clientKey) *protocol.Policy {
+	t.Helper()
+	var cfg protocol.PolicyConfig
+	for name, k := range keys {
+		pem, err := protocol.MarshalPublicKeyPEM(k.signer.Public())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Clients = append(cfg.Clients, protocol.ClientConfig{Name: name, PublicKey: pem, ClientIDs: k.ids, Ops: []string{"keygen", "sign", "reshare"}})
+	}
+	p, err := protocol.NewPolicy(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func start(t *testing.T, n, th int, keys map[string]clientKey) *devcluster.Cluster {
+	t.Helper()
+	testhsm.Setup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := devcluster.Start(ctx, devcluster.Options{
+		Dir: t.TempDir(), Nodes: n, Threshold: th,
+		TokenURI:      func(string) (string, error) { return testhsm.Token(t, "node"), nil },
+		Policy:        policyFor(t, keys),
+		TestPreParams: fixtures.PreParams(t),
+		SignTimeout:   90 * time.Second,
+		KeygenTimeout: 4 * time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	return c
+}
+
+func newClient(t *testing.T, c *devcluster.Cluster, k clientKey) *client.Client {
+	t.Helper()
+	id := k.ids[0]
+	prefix := "_INBOX_legacy"
+	if id != "" {
+		prefix = "_INBOX_" + id
+	}
+	nc, err := nats.Connect(c.URL, nats.CustomInboxPrefix(prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	opts := []client.Option{client.WithNodeKeys(c.NodeKeys)}
+	if id != "" {
+		opts = append(opts, client.WithClientID(id))
+	}
+	cl, err := client.New(nc, k.signer, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Close() })
+	return cl
+}
+
+func mustHex(t *testing.T, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func testCeremonies(t *testing.T, n, th int) {
+	keys := newKeys(t)
+	c := start(t, n, th, keys)
+	cl := newClient(t, c, keys["svcA"])
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	res, err := cl.CreateWalletAndWait(ctx, "wallet-1")
+	if err != nil {
+		t.Fatalf("keygen: %v", err)
+	}
+	ecPub, edPub := mustHex(t, res.ECDSAPubKey), mustHex(t, res.EdDSAPubKey)
+	if len(ecPub) != 33 || len(edPub) != 32 {
+		t.Fatalf("public keys: %d and %d bytes", len(ecPub), len(edPub))
+	}
+	digest := sha256.Sum256([]byte("transfer 1 BTC"))
+	sres, err := cl.SignAndWait(ctx, client.SignParams{WalletID: "wallet-1", KeyType: "secp256k1", TxID: "tx-1", Tx: digest[:]})
+	if err != nil {
+		t.Fatalf("ecdsa sign: %v", err)
+	}
+	if err := client.VerifyECDSA(ecPub, digest[:], mustHex(t, sres.R), mustHex(t, sres.S), sres.SignatureRecovery); err != nil {
+		t.Fatalf("ecdsa signature: %v", err)
+	}
+	msg := []byte{0, 0, 0, 'h', 'i'} // leading zero bytes must be kept
+	eres, err := cl.SignAndWait(ctx, client.SignParams{WalletID: "wallet-1", KeyType: "ed25519", TxID: "tx-2", Tx: msg})
+	if err != nil {
+		t.Fatalf("eddsa sign: %v", err)
+	}
+	if err := client.VerifyEd25519(edPub, msg, mustHex(t, eres.Signature)); err != nil {
+		t.Fatalf("eddsa signature: %v", err)
+	}
+}
+
+func TestCeremonies2of3(t *testing.T) { testCeremonies(t, 3, 1) }
+
+func TestCeremonies3of5(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: 5-party ECDSA keygen")
+	}
+	testCeremonies(t, 5, 2)
+}
+
+// TestHostileRequests: forged, expired, replayed, spoofed clientID and unknown
+// wallet each get the documented outcome and the nodes stay up.
+func TestHostileRequests(t *testing.T) {
+	keys := newKeys(t)
+	c := start(t, 3, 1, keys)
+	cl := newClient(t, c, keys["svcA"])
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if _, err := cl.KeygenAndWait(ctx, client.KeygenParams{WalletID: "w-ed", KeyTypes: []string{"ed25519"}}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	got := map[string][]protocol.Result{}
+	if err := cl.OnSignResult(func(r protocol.Result) {
+		mu.Lock()
+		got[r.RequestID] = append(got[r.RequestID], r)
+		mu.Unlock()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	nc, _ := nats.Connect(c.URL)
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	subj, _ := routing.SigningRequestSubject("w-ed")
+	publish := func(raw []byte, msgID string) {
+		t.Helper()
+		if _, err := js.Publish(ctx, subj, raw, jetstream.WithMsgID(msgID)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	build := func(signer crypto.Signer, clientID, reqID, wallet string, created time.Time) []byte {
+		t.Helper()
+		r := &protocol.SigningRequest{WalletID: wallet, KeyType: "ed25519", TxID: "t-" + reqID, Tx: []byte("msg")}
+		r.Op, r.ClientID, r.RequestID = protocol.OpSign, clientID, reqID
+		r.SetTimes(created, 5*time.Minute)
+		raw, err := protocol.SignRequest(ctx, signer, protocol.OpSign, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	_, stranger, _ := ed25519.GenerateKey(rand.Reader)
+	now := time.Now()
+	// Forged: an unknown key. No result; counted.
+	publish(build(stranger, "svcA", "forged-1", "w-ed", now), "forged-1")
+	// Expired.
+	publish(build(keys["svcA"].signer, "svcA", "expired-1", "w-ed", now.Add(-10*time.Minute)), "expired-1")
+	// Unknown wallet.
+	publish(build(keys["svcA"].signer, "svcA", "unknown-1", "no-such-wallet", now), "unknown-1")
+	// Spoofed clientID: svcB's key claims svcA; the error goes to svcB.
+	clB := newClient(t, c, keys["svcB"])
+	var bmu sync.Mutex
+	var bgot []protocol.Result
+	_ = clB.OnSignResult(func(r protocol.Result) { bmu.Lock(); bgot = append(bgot, r); bmu.Unlock() })
+	publish(build(keys["svcB"].signer, "svcA", "spoof-1", "w-ed", now), "spoof-1")
+	// Replayed: the same signed request twice (a fresh Nats-Msg-Id defeats
+	// JetStream's dedupe; the nodes' journal catches it).
+	good := build(keys["svcA"].signer, "svcA", "replay-1", "w-ed", now)
+	publish(good, "replay-1a")
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got["replay-1"]) >= 1 })
+	publish(good, "replay-1b")
+
+	waitFor(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got["expired-1"]) > 0 && len(got["unknown-1"]) > 0 && len(got["replay-1"]) >= 2
+	})
+	waitFor(t, func() bool { bmu.Lock(); defer bmu.Unlock(); return len(bgot) > 0 })
+	mu.Lock()
+	defer mu.Unlock()
+	checks := []struct{ id, code string }{{"expired-1", protocol.CodeExpired}, {"unknown-1", protocol.CodeUnknownWallet}}
+	for _, ch := range checks {
+		if r := got[ch.id][0]; r.ErrorCode != ch.code {
+			t.Errorf("%s: got %q, want %q", ch.id, r.ErrorCode, ch.code)
+		}
+	}
+	if got["replay-1"][0].ResultType != protocol.ResultSuccess || got["replay-1"][1].ErrorCode != protocol.CodeReplayed {
+		t.Errorf("replay: %+v", got["replay-1"])
+	}
+	if len(got["spoof-1"]) != 0 || len(got["forged-1"]) != 0 {
+		t.Errorf("svcA received results it must not: spoof=%d forged=%d", len(got["spoof-1"]), len(got["forged-1"]))
+	}
+	bmu.Lock()
+	if bgot[0].RequestID != "spoof-1" || bgot[0].ErrorCode != protocol.CodeUnauthorizedClient {
+		t.Errorf("spoofer got %+v", bgot[0])
+	}
+	bmu.Unlock()
+	var forged int64
+	for _, id := range c.NodeIDs {
+		forged += c.Node(id).Stats().InvalidSignature.Load()
+	}
+	if forged < 3 {
+		t.Errorf("forged request counted %d times, want once per node", forged)
+	}
+	// The nodes are still up: a normal request succeeds.
+	if _, err := cl.SignAndWait(ctx, client.SignParams{WalletID: "w-ed", KeyType: "ed25519", TxID: "after", Tx: []byte("ok")}); err != nil {
+		t.Fatalf("after hostile input: %v", err)
+	}
+}
+
+// TestOneNodeDown: 2-of-3 signing works with a node stopped; keygen fails
+// fast with NODES_NOT_READY.
+func TestOneNodeDown(t *testing.T) {
+	keys := newKeys(t)
+	c := start(t, 3, 1, keys)
+	cl := newClient(t, c, keys["legacy"])
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	res, err := cl.CreateWalletAndWait(ctx, "w-down")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.StopNode("node1")
+	waitFor(t, func() bool {
+		return c.WaitReady(ctx, "node1") != nil
+	})
+	digest := sha256.Sum256([]byte("with one node down"))
+	sres, err := cl.SignAndWait(ctx, client.SignParams{WalletID: "w-down", KeyType: "secp256k1", TxID: "tx", Tx: digest[:]})
+	if err != nil {
+		t.Fatalf("sign with one node down: %v", err)
+	}
+	if err := client.VerifyECDSA(mustHex(t, res.ECDSAPubKey), digest[:], mustHex(t, sres.R), mustHex(t, sres.S), sres.SignatureRecovery); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = cl.CreateWalletAndWait(ctx, "w-down-2")
+	var re *client.ResultError
+	if !errors.As(err, &re) || re.Code != protocol.CodeNodesNotReady {
+		t.Fatalf("keygen with a node down: %v", err)
+	}
+	t.Logf("keygen refused in %s", time.Since(start).Round(time.Millisecond))
+	// The node comes back and catches up from its durable consumer.
+	if err := c.RestartNode(ctx, "node1"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRouting: svcA, svcB and a legacy client each send 30 concurrent
+// requests; every result reaches its requester and no one else.
+func TestRouting(t *testing.T) {
+	keys := newKeys(t)
+	c := start(t, 3, 1, keys)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for _, name := range []string{"svcA", "svcB", "legacy"} {
+		cl := newClient(t, c, keys[name])
+		wallet := "w-" + name
+		if _, err := cl.KeygenAndWait(ctx, client.KeygenParams{WalletID: wallet, KeyTypes: []string{"ed25519"}}); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 30; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var res *protocol.Result
+				var err error
+				if i%10 == 0 {
+					res, err = cl.KeygenAndWait(ctx, client.KeygenParams{WalletID: fmt.Sprintf("%s-k%d", wallet, i), KeyTypes: []string{"ed25519"}})
+				} else {
+					res, err = cl.SignAndWait(ctx, client.SignParams{WalletID: wallet, KeyType: "ed25519", TxID: fmt.Sprint("tx", i), Tx: []byte(fmt.Sprint(name, i))})
+				}
+				if err != nil {
+					errs <- fmt.Errorf("%s #%d: %w", name, i, err)
+					return
+				}
+				if res.ClientID != keys[name].ids[0] {
+					errs <- fmt.Errorf("%s got a result for client %q", name, res.ClientID)
+				}
+			}()
+		}
+		t.Cleanup(func() {
+			if s := cl.Stats(); s.Misrouted != 0 {
+				t.Errorf("%s: %d misrouted results", name, s.Misrouted)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in time")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

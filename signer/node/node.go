@@ -1,0 +1,251 @@
+// Package node is one signer node: it consumes requests from JetStream,
+// verifies and authorizes them, runs the ceremonies with its peers over NATS,
+// keeps its shares sealed in the store and publishes signed results to the
+// requesting client's subjects.
+package node
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	ecdsakeygen "github.com/bnb-chain/tss-lib/v3/ecdsa/keygen"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hwsigner/signer/hsm"
+	"github.com/hwsigner/signer/protocol"
+	"github.com/hwsigner/signer/routing"
+	"github.com/hwsigner/signer/signer/store"
+	"github.com/hwsigner/signer/signer/transport"
+)
+
+// Config of one node.
+type Config struct {
+	NodeID    string
+	Committee []string // every node of the cluster (keygen runs on all of them)
+	Threshold int      // t: t+1 nodes sign
+	Peers     map[string]*ecdsa.PublicKey
+	Policy    *protocol.Policy
+
+	KeygenTimeout time.Duration // default 3 min
+	SignTimeout   time.Duration // default 1 min
+	ClockSkew     time.Duration // default 30 s
+	Streams       routing.StreamOptions
+	Ready         routing.ReadyOptions
+	PoolTarget    int // pre-params sets kept ready; default 2
+
+	// TestPreParams, when set, replaces the sealed pre-params pool with a
+	// public fixture set. Only tests and `signerd dev --test-preparams` set
+	// it; the config file cannot.
+	TestPreParams []*ecdsakeygen.LocalPreParams
+
+	Logger *slog.Logger
+}
+
+// Node is a running signer node.
+type Node struct {
+	cfg      Config
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	st       *store.Store
+	sealer   *hsm.Sealer
+	identity crypto.Signer
+	log      *slog.Logger
+	kv       jetstream.KeyValue
+
+	fixtureNext atomic.Uint64
+	poolMu      sync.Mutex
+
+	stats   Stats
+	drops   sync.Map // reason -> *atomic.Int64
+	running sync.WaitGroup
+}
+
+// Stats are the node's counters.
+type Stats struct {
+	Accepted, Rejected, Succeeded, Failed, InvalidSignature atomic.Int64
+}
+
+// New builds a node. The backend must hold the node's wrapping and identity
+// keys; st is the node's open store.
+func New(ctx context.Context, cfg Config, nc *nats.Conn, backend hsm.Backend, st *store.Store) (*Node, error) {
+	if err := protocol.ValidToken(cfg.NodeID); err != nil {
+		return nil, fmt.Errorf("node id: %w", err)
+	}
+	if cfg.Threshold < 1 || cfg.Threshold >= len(cfg.Committee) {
+		return nil, fmt.Errorf("threshold %d does not fit a committee of %d (need 1 <= t < n)", cfg.Threshold, len(cfg.Committee))
+	}
+	if cfg.Policy == nil {
+		return nil, errors.New("node: a client policy is required")
+	}
+	for _, p := range cfg.Committee {
+		if cfg.Peers[p] == nil {
+			return nil, fmt.Errorf("node: no identity key for committee member %s in the peer list", p)
+		}
+	}
+	if cfg.KeygenTimeout <= 0 {
+		cfg.KeygenTimeout = 3 * time.Minute
+	}
+	if cfg.SignTimeout <= 0 {
+		cfg.SignTimeout = time.Minute
+	}
+	if cfg.ClockSkew <= 0 {
+		cfg.ClockSkew = 30 * time.Second
+	}
+	if cfg.PoolTarget <= 0 {
+		cfg.PoolTarget = 2
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	id, err := backend.Identity(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("node identity: %w", err)
+	}
+	if pub, ok := id.Public().(*ecdsa.PublicKey); !ok || !pub.Equal(cfg.Peers[cfg.NodeID]) {
+		return nil, fmt.Errorf("node: the identity key in the HSM does not match the peer list entry for %s", cfg.NodeID)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return &Node{
+		cfg: cfg, nc: nc, js: js, st: st, sealer: hsm.NewSealer(backend), identity: id,
+		log: cfg.Logger.With("node", cfg.NodeID),
+	}, nil
+}
+
+// Stats returns the node's counters.
+func (n *Node) Stats() *Stats { return &n.stats }
+
+// Dropped implements transport.Counters.
+func (n *Node) Dropped(reason string) {
+	v, _ := n.drops.LoadOrStore(reason, new(atomic.Int64))
+	v.(*atomic.Int64).Add(1)
+}
+
+// Drops returns dropped round messages by reason.
+func (n *Node) Drops() map[string]int64 {
+	out := map[string]int64{}
+	n.drops.Range(func(k, v any) bool {
+		out[k.(string)] = v.(*atomic.Int64).Load()
+		return true
+	})
+	return out
+}
+
+// Run creates streams and the node's consumer, heartbeats readiness, keeps
+// the pre-params pool filled and handles requests until ctx ends. It waits
+// for running sessions to finish before it returns.
+func (n *Node) Run(ctx context.Context) error {
+	if err := routing.EnsureStreams(ctx, n.js, n.cfg.Streams); err != nil {
+		return fmt.Errorf("streams: %w", err)
+	}
+	kv, err := routing.EnsureReadyBucket(ctx, n.js, n.cfg.Ready)
+	if err != nil {
+		return fmt.Errorf("readiness bucket: %w", err)
+	}
+	n.kv = kv
+	cons, err := routing.NodeConsumer(ctx, n.js, n.cfg.NodeID)
+	if err != nil {
+		return fmt.Errorf("node consumer: %w", err)
+	}
+	if err := routing.PutReady(ctx, kv, n.cfg.NodeID, nil); err != nil {
+		return fmt.Errorf("readiness: %w", err)
+	}
+	go func() {
+		_ = routing.Heartbeat(ctx, kv, n.cfg.NodeID, nil, routing.WithHeartbeatLogger(n.log))
+	}()
+	if n.cfg.TestPreParams == nil {
+		go n.fillPool(ctx)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		n.running.Add(1)
+		go func() {
+			defer n.running.Done()
+			n.handle(ctx, m)
+		}()
+	})
+	if err != nil {
+		return fmt.Errorf("consume: %w", err)
+	}
+	n.log.Info("node running", "committee", n.cfg.Committee, "threshold", n.cfg.Threshold)
+	<-ctx.Done()
+	cc.Stop()
+	n.running.Wait()
+	_ = kv.Delete(context.Background(), n.cfg.NodeID)
+	return nil
+}
+
+func (n *Node) readyNodes(ctx context.Context) map[string]bool {
+	out := map[string]bool{}
+	ids, err := routing.ReadyNodes(ctx, n.kv)
+	if err != nil {
+		n.log.Warn("readiness view unavailable", "err", err)
+		return out
+	}
+	for _, id := range ids {
+		out[id] = true
+	}
+	return out
+}
+
+// chooseSigners picks exactly t+1 ready committee members, the same set on
+// every node with the same readiness view: ordered by H(requestID|node).
+func chooseSigners(requestID string, committee []string, ready map[string]bool, t int) []string {
+	var cands []string
+	for _, c := range committee {
+		if ready[c] {
+			cands = append(cands, c)
+		}
+	}
+	if len(cands) < t+1 {
+		return nil
+	}
+	score := func(id string) string {
+		h := sha256.Sum256([]byte(requestID + "|" + id))
+		return hex.EncodeToString(h[:])
+	}
+	sort.Slice(cands, func(i, j int) bool { return score(cands[i]) < score(cands[j]) })
+	out := cands[:t+1]
+	sort.Strings(out)
+	return out
+}
+
+func sessionID(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+func (n *Node) openSession(ctx context.Context, sid string, parties []string) (*transport.Session, error) {
+	peers := map[string]*ecdsa.PublicKey{}
+	for _, p := range parties {
+		peers[p] = n.cfg.Peers[p]
+	}
+	s, err := transport.Open(ctx, n.nc, transport.Config{
+		SessionID: sid, Self: transport.Identity{NodeID: n.cfg.NodeID, Signer: n.identity},
+		Participants: parties, Peers: peers, Counters: n, Logger: n.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.WaitReady(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}

@@ -1,0 +1,200 @@
+package node
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	ecdsakeygen "github.com/bnb-chain/tss-lib/v3/ecdsa/keygen"
+	eddsakeygen "github.com/bnb-chain/tss-lib/v3/eddsa/keygen"
+
+	"github.com/hwsigner/signer/hsm"
+	"github.com/hwsigner/signer/protocol"
+	"github.com/hwsigner/signer/signer/ceremony"
+	"github.com/hwsigner/signer/signer/store"
+)
+
+func shareBinding(node, wallet, keyType string, epoch uint64) hsm.Binding {
+	return hsm.Binding{NodeID: node, Purpose: "share", WalletID: wallet, KeyType: keyType, Epoch: epoch}
+}
+
+// failure maps an error to a stable code.
+func failure(res *protocol.Result, ctx context.Context, err error) {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
+		res.SetError(protocol.CodeTimeout, "session deadline passed: "+err.Error())
+	case errors.Is(err, hsm.ErrBackendFailure), errors.Is(err, hsm.ErrTampered), errors.Is(err, hsm.ErrKeyNotFound):
+		res.SetError(protocol.CodeHSMFailure, err.Error())
+	case errors.Is(err, ceremony.ErrParty):
+		res.SetError(protocol.CodeCeremonyFailed, err.Error())
+	default:
+		res.SetError(protocol.CodeInternal, err.Error())
+	}
+}
+
+func (n *Node) keygen(ctx context.Context, r *protocol.KeygenRequest, res *protocol.Result) {
+	for _, kt := range r.EffectiveKeyTypes() {
+		if _, _, err := n.st.Share(r.WalletID, kt); err == nil {
+			res.SetError(protocol.CodeWalletExists, fmt.Sprintf("wallet %s already has a %s key", r.WalletID, kt))
+			return
+		}
+	}
+	ready := n.readyNodes(ctx)
+	for _, c := range n.cfg.Committee {
+		if !ready[c] {
+			res.SetError(protocol.CodeNodesNotReady, fmt.Sprintf("keygen needs every committee member; %s is not ready", c))
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.KeygenTimeout)
+	defer cancel()
+	for _, kt := range r.EffectiveKeyTypes() {
+		sid := sessionID("keygen", r.RequestID, kt)
+		pub, err := n.keygenOne(ctx, sid, r, kt)
+		if err != nil {
+			n.log.Warn("keygen failed", "wallet", r.WalletID, "key_type", kt, "err", err)
+			failure(res, ctx, err)
+			if errors.Is(err, errNoPreParams) {
+				res.SetError(protocol.CodeNoPreparams, err.Error())
+			}
+			return
+		}
+		if kt == protocol.KeyTypeSecp256k1 {
+			res.ECDSAPubKey = hex.EncodeToString(pub)
+		} else {
+			res.EdDSAPubKey = hex.EncodeToString(pub)
+		}
+	}
+}
+
+func (n *Node) keygenOne(ctx context.Context, sid string, r *protocol.KeygenRequest, kt string) ([]byte, error) {
+	var pre *ecdsakeygen.LocalPreParams
+	if kt == protocol.KeyTypeSecp256k1 {
+		var err error
+		if pre, err = n.takePreParams(ctx); err != nil {
+			return nil, err
+		}
+	}
+	tr, err := n.openSession(ctx, sid, n.cfg.Committee)
+	if err != nil {
+		return nil, err
+	}
+	defer tr.Close()
+	s := ceremony.Session{ID: sid, Self: n.cfg.NodeID, Parties: n.cfg.Committee, Threshold: n.cfg.Threshold}
+	var share any
+	var pub []byte
+	if kt == protocol.KeyTypeSecp256k1 {
+		d, err := ceremony.KeygenECDSA(ctx, s, pre, tr)
+		if err != nil {
+			return nil, err
+		}
+		share, pub = d, ceremony.ECDSAPublicKey(d.ECDSAPub)
+	} else {
+		d, err := ceremony.KeygenEdDSA(ctx, s, tr)
+		if err != nil {
+			return nil, err
+		}
+		share, pub = d, ceremony.EdDSAPublicKey(d.EDDSAPub)
+	}
+	pt, err := json.Marshal(share)
+	if err != nil {
+		return nil, fmt.Errorf("encode share: %w", err)
+	}
+	defer hsm.Zero(pt)
+	sealed, err := n.sealer.Seal(ctx, pt, shareBinding(n.cfg.NodeID, r.WalletID, kt, 1))
+	if err != nil {
+		return nil, err
+	}
+	meta := store.WalletMeta{
+		WalletID: r.WalletID, KeyType: kt, Epoch: 1, Committee: n.cfg.Committee, Threshold: n.cfg.Threshold,
+		PubKey: pub, CreatedAt: time.Now().UTC(), Status: store.StatusActive, CreatedBy: r.ClientID,
+	}
+	if err := n.st.PutShare(meta, sealed); err != nil {
+		return nil, fmt.Errorf("store share: %w", err)
+	}
+	return pub, nil
+}
+
+// sign runs a signing ceremony if this node is one of the t+1 chosen signers.
+// It returns with res.ResultType empty when the node stays out.
+func (n *Node) sign(ctx context.Context, r *protocol.SigningRequest, res *protocol.Result) {
+	meta, sealed, err := n.st.Share(r.WalletID, r.KeyType)
+	if errors.Is(err, store.ErrNotFound) {
+		res.SetError(protocol.CodeUnknownWallet, fmt.Sprintf("no %s key for wallet %s", r.KeyType, r.WalletID))
+		return
+	}
+	if err != nil {
+		res.SetError(protocol.CodeInternal, "store: "+err.Error())
+		return
+	}
+	if len(r.DerivationPath) > 0 {
+		res.SetError(protocol.CodeBadRequest, "HD derivation paths are not supported by this node version yet")
+		return
+	}
+	signers := chooseSigners(r.RequestID, meta.Committee, n.readyNodes(ctx), meta.Threshold)
+	if signers == nil {
+		res.SetError(protocol.CodeNodesNotReady, fmt.Sprintf("fewer than %d committee members are ready", meta.Threshold+1))
+		return
+	}
+	if !contains(signers, n.cfg.NodeID) {
+		res.ResultType = "" // not chosen: stay out, publish nothing
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.SignTimeout)
+	defer cancel()
+	pt, err := n.sealer.Open(ctx, sealed, shareBinding(n.cfg.NodeID, r.WalletID, r.KeyType, meta.Epoch))
+	if err != nil {
+		failure(res, ctx, err)
+		return
+	}
+	defer hsm.Zero(pt)
+	sid := sessionID("sign", r.RequestID)
+	tr, err := n.openSession(ctx, sid, signers)
+	if err != nil {
+		failure(res, ctx, err)
+		return
+	}
+	defer tr.Close()
+	s := ceremony.Session{ID: sid, Self: n.cfg.NodeID, Parties: signers, Threshold: meta.Threshold}
+	if r.KeyType == protocol.KeyTypeSecp256k1 {
+		var key ecdsakeygen.LocalPartySaveData
+		if err := json.Unmarshal(pt, &key); err != nil {
+			res.SetError(protocol.CodeHSMFailure, "sealed share does not decode")
+			return
+		}
+		sig, err := ceremony.SignECDSA(ctx, s, key, r.Tx, nil, tr)
+		if err != nil {
+			failure(res, ctx, err)
+			return
+		}
+		if err := res.SetECDSASignature(sig.R, sig.S, int(sig.SignatureRecovery[0])); err != nil {
+			res.SetError(protocol.CodeInternal, err.Error())
+		}
+		return
+	}
+	var key eddsakeygen.LocalPartySaveData
+	if err := json.Unmarshal(pt, &key); err != nil {
+		res.SetError(protocol.CodeHSMFailure, "sealed share does not decode")
+		return
+	}
+	sig, err := ceremony.SignEdDSA(ctx, s, key, r.Tx, tr)
+	if err != nil {
+		failure(res, ctx, err)
+		return
+	}
+	if err := res.SetEdDSASignature(sig.Signature); err != nil {
+		res.SetError(protocol.CodeInternal, err.Error())
+	}
+}
+
+func contains(xs []string, x string) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,100 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"time"
+
+	ecdsakeygen "github.com/bnb-chain/tss-lib/v3/ecdsa/keygen"
+
+	"github.com/hwsigner/signer/hsm"
+	"github.com/hwsigner/signer/signer/preparams"
+	"github.com/hwsigner/signer/signer/store"
+)
+
+var errNoPreParams = errors.New("node: pre-params pool is empty; retry when the pool has refilled (signerctl status shows its depth)")
+
+func poolBinding(node string, id uint64) hsm.Binding {
+	return hsm.Binding{NodeID: node, Purpose: "preparams", Epoch: id}
+}
+
+// takePreParams hands out one set, never twice: from the sealed pool, or from
+// the test fixtures.
+func (n *Node) takePreParams(ctx context.Context) (*ecdsakeygen.LocalPreParams, error) {
+	if fx := n.cfg.TestPreParams; fx != nil {
+		// Fixtures are public and shared by design; index by node so that the
+		// parties of one keygen use different sets.
+		idx := indexOf(n.cfg.Committee, n.cfg.NodeID)
+		return fx[idx%len(fx)], nil
+	}
+	id, sealed, err := n.st.PopPreParams()
+	if errors.Is(err, store.ErrEmpty) {
+		return nil, errNoPreParams
+	}
+	if err != nil {
+		return nil, err
+	}
+	pt, err := n.sealer.Open(ctx, sealed, poolBinding(n.cfg.NodeID, id))
+	if err != nil {
+		return nil, err
+	}
+	defer hsm.Zero(pt)
+	return preparams.Unmarshal(pt)
+}
+
+// fillPool keeps PoolTarget sealed sets ready, generating one at a time.
+func (n *Node) fillPool(ctx context.Context) {
+	for ctx.Err() == nil {
+		depth, err := n.st.PoolDepth()
+		if err == nil && depth >= n.cfg.PoolTarget {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(5 * time.Second):
+			}
+			continue
+		}
+		start := time.Now()
+		n.log.Info("generating pre-params for the pool", "depth", depth, "target", n.cfg.PoolTarget)
+		if err := n.addPreParams(ctx); err != nil {
+			if ctx.Err() == nil {
+				n.log.Error("pre-params generation failed", "err", err)
+				time.Sleep(5 * time.Second)
+			}
+			continue
+		}
+		n.log.Info("pre-params set added to the pool", "took", time.Since(start).Round(time.Second))
+	}
+}
+
+func (n *Node) addPreParams(ctx context.Context) error {
+	pp, err := preparams.Generate(ctx, runtime.NumCPU())
+	if err != nil {
+		return err
+	}
+	pt, err := preparams.Marshal(pp)
+	if err != nil {
+		return err
+	}
+	defer hsm.Zero(pt)
+	id, err := n.st.NextPoolID()
+	if err != nil {
+		return err
+	}
+	sealed, err := n.sealer.Seal(ctx, pt, poolBinding(n.cfg.NodeID, id))
+	if err != nil {
+		return fmt.Errorf("seal pre-params: %w", err)
+	}
+	return n.st.PushPreParams(id, sealed)
+}
+
+func indexOf(xs []string, x string) int {
+	for i, v := range xs {
+		if v == x {
+			return i
+		}
+	}
+	return 0
+}
