@@ -162,7 +162,7 @@ func (c *Cluster) startNode(ctx context.Context, id string) error {
 	n, err := node.New(ctx, node.Config{
 		NodeID: id, Committee: c.NodeIDs, Threshold: c.opts.Threshold, Peers: c.peers, Policy: c.opts.Policy,
 		TestPreParams: c.opts.TestPreParams, SignTimeout: c.opts.SignTimeout, KeygenTimeout: c.opts.KeygenTimeout,
-		Streams: routing.StreamOptions{}, Ready: routing.ReadyOptions{TTL: 5 * time.Second},
+		Streams: routing.StreamOptions{}, Ready: routing.ReadyOptions{},
 		Logger: c.opts.Logger,
 	}, nc, m.backend, st)
 	if err != nil {

@@ -62,12 +62,14 @@ type Node struct {
 	identity crypto.Signer
 	log      *slog.Logger
 	kv       jetstream.KeyValue
+	ready    *readiness
 
 	fixtureNext atomic.Uint64
 	poolMu      sync.Mutex
 
-	stats   Stats
-	drops   sync.Map // reason -> *atomic.Int64
+	stats    Stats
+	drops    sync.Map // reason -> *atomic.Int64
+	inflight sync.Map // walletID -> chan struct{}: keygens not finished yet
 	running sync.WaitGroup
 }
 
@@ -156,6 +158,13 @@ func (n *Node) Run(ctx context.Context) error {
 		return fmt.Errorf("readiness bucket: %w", err)
 	}
 	n.kv = kv
+	ttl := n.cfg.Ready.TTL
+	if ttl <= 0 {
+		ttl = routing.DefaultReadyTTL
+	}
+	if n.ready, err = watchReadiness(ctx, kv, ttl); err != nil {
+		return fmt.Errorf("readiness watch: %w", err)
+	}
 	cons, err := routing.NodeConsumer(ctx, n.js, n.cfg.NodeID)
 	if err != nil {
 		return fmt.Errorf("node consumer: %w", err)
@@ -171,8 +180,13 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		n.running.Add(1)
+		// Messages arrive here in stream order: registering a keygen before
+		// its goroutine starts lets a later sign request for the same wallet
+		// wait for it instead of answering UNKNOWN_WALLET.
+		done := n.beginKeygen(m.Subject())
 		go func() {
 			defer n.running.Done()
+			defer done()
 			n.handle(ctx, m)
 		}()
 	})
@@ -187,17 +201,35 @@ func (n *Node) Run(ctx context.Context) error {
 	return nil
 }
 
-func (n *Node) readyNodes(ctx context.Context) map[string]bool {
-	out := map[string]bool{}
-	ids, err := routing.ReadyNodes(ctx, n.kv)
-	if err != nil {
-		n.log.Warn("readiness view unavailable", "err", err)
-		return out
+func (n *Node) beginKeygen(subject string) func() {
+	op, wallet, err := routing.ParseRequestSubject(subject)
+	if err != nil || op != protocol.OpKeygen {
+		return func() {}
 	}
-	for _, id := range ids {
-		out[id] = true
+	ch := make(chan struct{})
+	n.inflight.Store(wallet, ch)
+	return func() {
+		close(ch)
+		n.inflight.CompareAndDelete(wallet, ch)
 	}
-	return out
+}
+
+// awaitKeygen waits for a keygen of wallet that this node is still running.
+func (n *Node) awaitKeygen(ctx context.Context, wallet string) bool {
+	v, ok := n.inflight.Load(wallet)
+	if !ok {
+		return false
+	}
+	select {
+	case <-v.(chan struct{}):
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (n *Node) readyNodes(context.Context) map[string]bool {
+	return n.ready.view()
 }
 
 // chooseSigners picks exactly t+1 ready committee members, the same set on

@@ -122,6 +122,9 @@ func (n *Node) keygenOne(ctx context.Context, sid string, r *protocol.KeygenRequ
 // It returns with res.ResultType empty when the node stays out.
 func (n *Node) sign(ctx context.Context, r *protocol.SigningRequest, res *protocol.Result) {
 	meta, sealed, err := n.st.Share(r.WalletID, r.KeyType)
+	if errors.Is(err, store.ErrNotFound) && n.awaitKeygen(ctx, r.WalletID) {
+		meta, sealed, err = n.st.Share(r.WalletID, r.KeyType)
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		res.SetError(protocol.CodeUnknownWallet, fmt.Sprintf("no %s key for wallet %s", r.KeyType, r.WalletID))
 		return
