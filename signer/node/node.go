@@ -70,7 +70,7 @@ type Node struct {
 	stats    Stats
 	drops    sync.Map // reason -> *atomic.Int64
 	inflight sync.Map // walletID -> chan struct{}: keygens not finished yet
-	running sync.WaitGroup
+	running  sync.WaitGroup
 }
 
 // Stats are the node's counters.
