@@ -110,6 +110,7 @@ func sortedNodes(nodes []string) []string {
 // is closed by the caller's end-watcher when the result arrived.
 func run[T any](ctx context.Context, ps *parties, party tss.Party, out <-chan tss.Message, end <-chan T, tr Transport) (T, error) {
 	var zero T
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -175,15 +176,37 @@ func run[T any](ctx context.Context, ps *parties, party tss.Party, out <-chan ts
 
 	var res T
 	var err error
+	finished := false
 	select {
 	case res = <-end:
+		finished = true
 	case err = <-errc:
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
 	cancel()
 	wg.Wait()
+	if finished {
+		// The party's last messages can still sit in out when its result
+		// arrives (the pump had not run yet); peers need them to finish too.
+		if ferr := flush(parent, tr, out); ferr != nil {
+			return res, ferr
+		}
+	}
 	return res, err
+}
+
+func flush(ctx context.Context, tr Transport, out <-chan tss.Message) error {
+	for {
+		select {
+		case msg := <-out:
+			if err := send(ctx, tr, msg); err != nil {
+				return err
+			}
+		default:
+			return nil
+		}
+	}
 }
 
 func send(ctx context.Context, tr Transport, msg tss.Message) error {

@@ -55,7 +55,7 @@ func TestECDSAKeygenAndSign(t *testing.T) {
 	pre := fixtures.PreParams(t)
 	for _, tc := range []struct{ n, th int }{{3, 1}} {
 		t.Run(fmt.Sprintf("%d-of-%d", tc.th+1, tc.n), func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 			defer cancel()
 			ids := nodes(tc.n)
 			net := ceremony.NewMemNetwork(ids)

@@ -1,0 +1,282 @@
+// Command signerctl talks to a signer cluster as a client backend would:
+// create wallets, sign, and verify signatures independently of tss-lib.
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+
+	"github.com/hwsigner/signer/client"
+	"github.com/hwsigner/signer/protocol"
+)
+
+type globals struct {
+	natsURL, keyFile, clientID, clusterFile string
+	timeout                                 time.Duration
+	json                                    bool
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := rootCmd().ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "signerctl:", err)
+		os.Exit(1)
+	}
+}
+
+func rootCmd() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:   "signerctl",
+		Short: "Client and operator CLI for the threshold signer cluster",
+		Long: `signerctl sends signed requests to the cluster over NATS JetStream and waits
+for the node-signed results on the client's own subjects.
+
+The client key (--key) is a PEM PKCS#8 Ed25519 or ECDSA P-256 private key; the
+nodes' policy must bind it to --client-id. The nodes' identity keys, needed to
+check result signatures, come from --cluster (the cluster.json that
+"signerd dev" writes, or one you write with a "peers" map of PEM keys).`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	f := root.PersistentFlags()
+	f.StringVar(&g.natsURL, "nats", "", "NATS URL (default: from --cluster)")
+	f.StringVar(&g.keyFile, "key", "", "client private key file, PEM PKCS#8 (default: from --cluster)")
+	f.StringVar(&g.clientID, "client-id", "", "client ID whose result subjects to use (empty: legacy subjects)")
+	f.StringVar(&g.clusterFile, "cluster", ".signerd-dev/cluster.json", "cluster file with the nodes' identity keys")
+	f.DurationVar(&g.timeout, "timeout", 10*time.Minute, "how long to wait for a result")
+	f.BoolVar(&g.json, "json", false, "print results as JSON")
+	root.AddCommand(walletCmd(g), signCmd(g), verifyCmd())
+	return root
+}
+
+type clusterFile struct {
+	NATSURL   string            `json:"nats_url"`
+	ClientKey string            `json:"client_key"`
+	Peers     map[string]string `json:"peers"`
+}
+
+func (g *globals) connect(ctx context.Context) (*client.Client, func(), error) {
+	b, err := os.ReadFile(g.clusterFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read cluster file (start `signerd dev` or pass --cluster): %w", err)
+	}
+	var cf clusterFile
+	if err := json.Unmarshal(b, &cf); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", g.clusterFile, err)
+	}
+	if g.natsURL == "" {
+		g.natsURL = cf.NATSURL
+	}
+	if g.keyFile == "" {
+		g.keyFile = cf.ClientKey
+	}
+	keys := map[string]crypto.PublicKey{}
+	for id, p := range cf.Peers {
+		pub, err := protocol.ParsePublicKey(p)
+		if err != nil {
+			return nil, nil, fmt.Errorf("peer %s: %w", id, err)
+		}
+		keys[id] = pub
+	}
+	signer, err := loadKey(g.keyFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	inbox := "_INBOX_legacy"
+	if g.clientID != "" {
+		inbox = "_INBOX_" + g.clientID
+	}
+	nc, err := nats.Connect(g.natsURL, nats.CustomInboxPrefix(inbox), nats.Name("signerctl"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to NATS %s: %w", g.natsURL, err)
+	}
+	opts := []client.Option{client.WithNodeKeys(keys)}
+	if g.clientID != "" {
+		opts = append(opts, client.WithClientID(g.clientID))
+	}
+	cl, err := client.New(nc, signer, opts...)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return cl, func() { _ = cl.Close(); nc.Close() }, nil
+}
+
+func loadKey(path string) (crypto.Signer, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read client key: %w", err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, fmt.Errorf("%s: not PEM", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	s, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("%s: not a signing key", path)
+	}
+	return s, nil
+}
+
+func output(g *globals, v any, human func()) error {
+	if g.json {
+		return json.NewEncoder(os.Stdout).Encode(v)
+	}
+	human()
+	return nil
+}
+
+func walletCmd(g *globals) *cobra.Command {
+	w := &cobra.Command{Use: "wallet", Short: "Manage wallets"}
+	var walletID string
+	var keyTypes []string
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "Create a wallet (threshold keygen) and print its public keys",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
+			defer cancel()
+			if walletID == "" {
+				b := make([]byte, 8)
+				_, _ = rand.Read(b)
+				walletID = "wallet-" + hex.EncodeToString(b)
+			}
+			cl, done, err := g.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer done()
+			if !g.json {
+				fmt.Fprintf(os.Stderr, "creating wallet %s (keygen runs on every node; ECDSA takes a while)...\n", walletID)
+			}
+			res, err := cl.KeygenAndWait(ctx, client.KeygenParams{WalletID: walletID, KeyTypes: keyTypes})
+			if err != nil {
+				return err
+			}
+			return output(g, res, func() {
+				fmt.Printf("wallet %s\n  secp256k1 public key: %s\n  ed25519 public key:   %s\n", res.WalletID, res.ECDSAPubKey, res.EdDSAPubKey)
+			})
+		},
+	}
+	create.Flags().StringVar(&walletID, "wallet", "", "wallet ID (default: random)")
+	create.Flags().StringSliceVar(&keyTypes, "key-types", nil, "secp256k1 and/or ed25519 (default both)")
+	w.AddCommand(create)
+	return w
+}
+
+func signCmd(g *globals) *cobra.Command {
+	var walletID, keyType, digestHex, msgHex, txID string
+	cmd := &cobra.Command{
+		Use:   "sign",
+		Short: "Sign a 32-byte digest (secp256k1) or a message (ed25519) with a wallet",
+		Example: "  signerctl sign --wallet W --key-type secp256k1 --digest $(printf hello | sha256sum | cut -c1-64) --json\n" +
+			"  signerctl sign --wallet W --key-type ed25519 --message 00000102 --json",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var tx []byte
+			var err error
+			switch {
+			case digestHex != "" && msgHex != "":
+				return errors.New("give --digest or --message, not both")
+			case keyType == protocol.KeyTypeSecp256k1 && digestHex != "":
+				tx, err = hex.DecodeString(digestHex)
+			case keyType == protocol.KeyTypeEd25519 && msgHex != "":
+				tx, err = hex.DecodeString(msgHex)
+			default:
+				return errors.New("secp256k1 signs --digest HEX (32 bytes); ed25519 signs --message HEX")
+			}
+			if err != nil {
+				return fmt.Errorf("bad hex: %w", err)
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
+			defer cancel()
+			cl, done, err := g.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer done()
+			if txID == "" {
+				b := make([]byte, 8)
+				_, _ = rand.Read(b)
+				txID = "tx-" + hex.EncodeToString(b)
+			}
+			res, err := cl.SignAndWait(ctx, client.SignParams{WalletID: walletID, KeyType: keyType, TxID: txID, Tx: tx})
+			if err != nil {
+				return err
+			}
+			return output(g, res, func() {
+				fmt.Printf("signature (%s, wallet %s, tx %s): %s\n", keyType, walletID, txID, res.Signature)
+				if keyType == protocol.KeyTypeSecp256k1 {
+					fmt.Printf("  r=%s s=%s recovery_id=%d\n", res.R, res.S, res.SignatureRecovery)
+				}
+			})
+		},
+	}
+	cmd.Flags().StringVar(&walletID, "wallet", "", "wallet ID")
+	cmd.Flags().StringVar(&keyType, "key-type", "", "secp256k1 or ed25519")
+	cmd.Flags().StringVar(&digestHex, "digest", "", "32-byte digest in hex (secp256k1)")
+	cmd.Flags().StringVar(&msgHex, "message", "", "message in hex (ed25519; leading zero bytes are kept)")
+	cmd.Flags().StringVar(&txID, "tx-id", "", "transaction ID (default: random)")
+	_ = cmd.MarkFlagRequired("wallet")
+	_ = cmd.MarkFlagRequired("key-type")
+	return cmd
+}
+
+func verifyCmd() *cobra.Command {
+	var keyType, pubHex, msgHex, sigHex string
+	var recovery int
+	cmd := &cobra.Command{
+		Use:   "verify",
+		Short: "Verify a signature without tss-lib (decred secp256k1, crypto/ed25519)",
+		RunE: func(_ *cobra.Command, _ []string) error {
+			pub, err1 := hex.DecodeString(pubHex)
+			msg, err2 := hex.DecodeString(msgHex)
+			sig, err3 := hex.DecodeString(sigHex)
+			if err := errors.Join(err1, err2, err3); err != nil {
+				return fmt.Errorf("bad hex: %w", err)
+			}
+			var err error
+			switch keyType {
+			case protocol.KeyTypeSecp256k1:
+				if len(sig) != 64 {
+					return errors.New("secp256k1 signature must be r||s, 64 bytes")
+				}
+				err = client.VerifyECDSA(pub, msg, sig[:32], sig[32:], recovery)
+			case protocol.KeyTypeEd25519:
+				err = client.VerifyEd25519(pub, msg, sig)
+			default:
+				return errors.New("--key-type secp256k1 or ed25519")
+			}
+			if err != nil {
+				return fmt.Errorf("signature INVALID: %w", err)
+			}
+			fmt.Printf("signature valid (%s)\n", keyType)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&keyType, "key-type", "", "secp256k1 or ed25519")
+	cmd.Flags().StringVar(&pubHex, "pub-key", "", "public key hex (33/65 bytes secp256k1, 32 ed25519)")
+	cmd.Flags().StringVar(&msgHex, "message", "", "digest (secp256k1) or message (ed25519), hex")
+	cmd.Flags().StringVar(&sigHex, "signature", "", "signature hex (r||s for secp256k1)")
+	cmd.Flags().IntVar(&recovery, "recovery-id", 0, "secp256k1 recovery id (checked: it must recover the public key)")
+	return cmd
+}
