@@ -25,6 +25,10 @@ vet:
 test: deps vet
 	$(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) ./...
 
+# A local 3-node cluster on SoftHSM2: wallet, two signatures, independent checks.
+demo:
+	bash scripts/demo.sh
+
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./hsm/... ./signer/...
 
