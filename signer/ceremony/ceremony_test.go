@@ -92,7 +92,7 @@ func TestECDSAKeygenAndSign(t *testing.T) {
 }
 
 func TestEdDSAKeygenAndSignLeadingZeros(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	ids := nodes(3)
 	net := ceremony.NewMemNetwork(ids)
