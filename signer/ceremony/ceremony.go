@@ -126,7 +126,9 @@ func run[T any](ctx context.Context, ps *parties, party tss.Party, out <-chan ts
 			case <-ctx.Done():
 				return
 			case msg := <-out:
-				if err := send(ctx, tr, msg); err != nil {
+				// Send under the caller's context: a message taken from out
+				// just as the party finished must still reach the peers.
+				if err := send(parent, tr, msg); err != nil {
 					select {
 					case errc <- err:
 					default:
