@@ -1,35 +1,19 @@
-// Package pkcs11 seals under a PKCS#11 token: a real HSM in production,
-// SoftHSM2 in development, tests and CI.
-//
-// The wrapping key is a non-extractable, sensitive AES-256 secret key stored
-// in the token (CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE true; CKA_EXTRACTABLE
-// false), labelled "<object>.v<N>" for version N; the active key is the
-// highest version present. A data key is wrapped with AES-GCM computed inside
-// the token (crypto11, 12-byte random nonce), bound to the blob's associated
-// data; the wrapped form is nonce || ciphertext || tag. The node identity key
-// is an ECDSA P-256 key pair generated inside the token (label
-// "node-identity", private half sensitive and non-extractable).
-//
-// One crypto11 context (one login, one session pool) is kept per process per
-// module and token, however many Backends are opened on it; crypto11 panics
-// escaping a session-pool failure are turned into typed errors. A token is
-// named by an RFC 7512 URI (ParseURI); the PIN is read from a file, an
-// environment variable or a systemd credential, used for the login and wiped.
+// Package pkcs11 seals under a PKCS#11 token (a real HSM, or SoftHSM2 in tests
+// and CI). The wrapping key is a non-extractable, sensitive AES-256 key in the
+// token, labelled <object>.v<N>; data keys are wrapped with AES-GCM inside the
+// HSM, bound to the blob's associated data. The node identity key is an ECDSA
+// P-256 key pair generated inside the token.
 package pkcs11
 
 import (
-	"bytes"
 	"context"
 	"crypto"
-	"crypto/cipher"
 	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"sort"
-	"strconv"
+	"os"
 	"strings"
 	"sync"
 
@@ -40,649 +24,353 @@ import (
 )
 
 const (
-	backendName = "pkcs11"
-	// IdentityLabel is the CKA_LABEL of the node identity key pair.
-	IdentityLabel = "node-identity"
+	backendName   = "pkcs11"
+	identityLabel = "node-identity"
 	gcmNonceLen   = 12
-	gcmTagLen     = 16
-	dataKeyLen    = 32
-	wrappedLen    = gcmNonceLen + dataKeyLen + gcmTagLen
-	// createRetries bounds RotateKey's retries when another process creates
-	// the same version at the same moment.
-	createRetries = 3
+	maxVersions   = 1000
 )
 
-// Backend is an open PKCS#11 token. It implements hsm.Backend and is safe for
-// concurrent use.
+// Backend is an open PKCS#11 token.
 type Backend struct {
-	cfg    Config
-	object string
-	log    *slog.Logger
-	sh     *sharedCtx
-	c11    *crypto11.Context
+	cfg Config
+	ctx *crypto11.Context
+	log *slog.Logger
 
 	mu     sync.RWMutex
-	closed bool
-	keys   map[uint32][]*crypto11.SecretKey // usually one per version; see load
+	keys   map[uint32]*crypto11.SecretKey
 	active uint32
-	ident  *identitySigner
 }
 
 var _ hsm.Backend = (*Backend)(nil)
 
-// Open logs into the token named by cfg and loads its wrapping keys. The
-// wrapping key need not exist yet (InitKeys creates it); WrapKey reports
-// hsm.ErrKeyNotFound until it does. A second Open of the same token in this
-// process shares the first one's crypto11 context and login.
-//
-// Errors: hsm.ErrBadURI (incomplete cfg), hsm.ErrModuleNotFound,
-// hsm.ErrSecretSource (PIN unreadable), hsm.ErrTokenNotFound,
-// hsm.ErrWrongPIN, hsm.ErrDeviceUnavailable. No error or log line carries
-// the PIN. logger may be nil.
-func Open(ctx context.Context, cfg Config, logger *slog.Logger) (b *Backend, err error) {
+// Open logs into the token named by cfg. It does not require the wrapping key
+// to exist (InitKeys creates it); WrapKey fails with ErrKeyNotFound until then.
+func Open(_ context.Context, cfg Config, logger *slog.Logger) (b *Backend, err error) {
 	defer hsm.Recover("pkcs11 open", &err)
 	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+		logger = slog.Default()
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if err := cfg.validate(); err != nil {
-		return nil, err
-	}
-	module, err := canonicalModule("pkcs11 open", cfg.ModulePath)
-	if err != nil {
-		return nil, err
+	if _, err := os.Stat(cfg.ModulePath); err != nil {
+		return nil, hsm.Errorf(hsm.ErrModuleNotFound, "pkcs11 open", "check module-path in the URI (SoftHSM2: apt install softhsm2; /usr/lib/softhsm/libsofthsm2.so)", err)
 	}
 	pin, err := hsm.ReadSecret(cfg.PINSource)
 	if err != nil {
 		return nil, err
 	}
-	sh, err := acquire(cfg, module, pin)
-	hsm.Zero(pin)
+	defer hsm.Zero(pin)
+	if err := checkToken(cfg, pin); err != nil {
+		return nil, err
+	}
+	c11, err := crypto11.Configure(&crypto11.Config{
+		Path:        cfg.ModulePath,
+		TokenLabel:  cfg.Token,
+		Pin:         string(pin),
+		GCMIVLength: gcmNonceLen,
+		MaxSessions: 8,
+	})
 	if err != nil {
+		return nil, mapErr("pkcs11 open", err)
+	}
+	b = &Backend{cfg: cfg, ctx: c11, log: logger, keys: map[uint32]*crypto11.SecretKey{}}
+	if err := b.loadKeys(); err != nil {
+		_ = c11.Close()
 		return nil, err
 	}
-	b = &Backend{cfg: cfg, object: cfg.object(), log: logger, sh: sh, c11: sh.c11, keys: map[uint32][]*crypto11.SecretKey{}}
-	if err := b.load(); err != nil {
-		_ = release(sh)
-		return nil, err
-	}
-	logger.Info("pkcs11 token opened", "uri", cfg.String(), "active_key", b.ActiveKey().String())
 	return b, nil
 }
 
-// keyLabel is the CKA_LABEL of version v of the wrapping key.
-func keyLabel(object string, v uint32) string { return fmt.Sprintf("%s.v%d", object, v) }
-
-// newID returns a fresh CKA_ID: the configured prefix (if any) and random
-// bytes, so that every object this package creates is told apart by its ID.
-func (b *Backend) newID() []byte {
-	r := make([]byte, 16)
-	if len(b.cfg.ID) > 0 {
-		r = r[:8]
+// checkToken finds the token and checks the PIN through miekg/pkcs11 first,
+// so that the errors are precise and a failed crypto11.Configure (which
+// finalizes the library for the whole process) is avoided.
+func checkToken(cfg Config, pin []byte) error {
+	m := p11.New(cfg.ModulePath)
+	if m == nil {
+		return hsm.Errorf(hsm.ErrModuleNotFound, "pkcs11 load module", "the file is not a PKCS#11 module", fmt.Errorf("%s", cfg.ModulePath))
 	}
-	_, _ = rand.Read(r)
-	return append(append([]byte(nil), b.cfg.ID...), r...)
-}
-
-type foundKey struct {
-	key *crypto11.SecretKey
-	id  []byte
-}
-
-// findVersions lists the AES secret keys labelled <object>.v<N> (and, with
-// Config.ID, whose CKA_ID has that prefix) by version, each version's keys
-// sorted by CKA_ID.
-func (b *Backend) findVersions() (map[uint32][]foundKey, error) {
-	tmpl := crypto11.NewAttributeSet()
-	if err := tmpl.Set(crypto11.CkaKeyType, p11.CKK_AES); err != nil {
-		return nil, err
-	}
-	ks, err := b.c11.FindKeysWithAttributes(tmpl)
+	release, err := initModule(m)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	prefix := b.object + ".v"
-	out := map[uint32][]foundKey{}
-	for _, k := range ks {
-		if k == nil {
-			continue
-		}
-		attrs, err := b.c11.GetAttributes(k, []crypto11.AttributeType{crypto11.CkaLabel, crypto11.CkaId})
-		if err != nil {
-			return nil, err
-		}
-		var lbl, id []byte
-		if a := attrs[crypto11.CkaLabel]; a != nil {
-			lbl = a.Value
-		}
-		if a := attrs[crypto11.CkaId]; a != nil {
-			id = a.Value
-		}
-		rest, ok := strings.CutPrefix(string(lbl), prefix)
-		if !ok || !bytes.HasPrefix(id, b.cfg.ID) {
-			continue
-		}
-		v, err := strconv.ParseUint(rest, 10, 32)
-		if err != nil || v == 0 || rest != strconv.FormatUint(v, 10) {
-			continue
-		}
-		out[uint32(v)] = append(out[uint32(v)], foundKey{key: k, id: id})
-	}
-	for _, fks := range out {
-		sort.Slice(fks, func(i, j int) bool { return bytes.Compare(fks[i].id, fks[j].id) < 0 })
-	}
-	return out, nil
-}
-
-// load reads the wrapping keys from the token. Call with b.mu held for
-// writing (or before b is shared).
-//
-// Two keys with one label only happen when two processes created the same
-// version at the same moment and one of them died before removing its copy
-// (see create). Both are kept: UnwrapKey tries each, WrapKey uses the one
-// with the lowest CKA_ID.
-func (b *Backend) load() (err error) {
-	defer hsm.Recover("pkcs11 load keys", &err)
-	vs, err := b.findVersions()
+	defer release()
+	slot, err := findSlot(m, cfg.Token)
 	if err != nil {
-		return mapErr("pkcs11 find wrapping keys", err)
+		return err
 	}
-	keys := make(map[uint32][]*crypto11.SecretKey, len(vs))
-	var active uint32
-	for v, fks := range vs {
-		if len(fks) > 1 {
-			b.log.Warn("pkcs11: several wrapping keys share one label; new blobs use the one with the lowest CKA_ID",
-				"label", keyLabel(b.object, v), "count", len(fks))
-		}
-		for _, fk := range fks {
-			keys[v] = append(keys[v], fk.key)
-		}
-		active = max(active, v)
+	sh, err := m.OpenSession(slot, p11.CKF_SERIAL_SESSION)
+	if err != nil {
+		return mapErr("pkcs11 open session", err)
 	}
-	b.keys, b.active = keys, active
+	defer m.CloseSession(sh)
+	if err := m.Login(sh, p11.CKU_USER, string(pin)); err != nil {
+		if errors.Is(err, p11.Error(p11.CKR_USER_ALREADY_LOGGED_IN)) {
+			return nil
+		}
+		return mapErr("pkcs11 login", err)
+	}
 	return nil
 }
 
-// InitKeys creates the node identity key (if absent) and version 1 of the
-// wrapping key. If the token already holds any version of the wrapping key
-// it changes nothing and returns an error wrapping hsm.ErrKeyExists.
-//
-// The identity key is made first: if the process dies in between, running
-// InitKeys again finishes the job.
-func (b *Backend) InitKeys(ctx context.Context) (err error) {
-	const op = "pkcs11 init keys"
-	defer hsm.Recover(op, &err)
-	if err := ctx.Err(); err != nil {
-		return err
+// initModule initialises the module for a short-lived direct use. When this
+// process already has it initialised (crypto11 holds it), it is left alone;
+// otherwise it is finalized again on release, so that crypto11's own
+// C_Initialize later succeeds.
+func initModule(m *p11.Ctx) (release func(), err error) {
+	err = m.Initialize()
+	switch {
+	case err == nil:
+		// Finalize also ends this process's login on the token.
+		return func() { _ = m.Finalize(); m.Destroy() }, nil
+	case errors.Is(err, p11.Error(p11.CKR_CRYPTOKI_ALREADY_INITIALIZED)):
+		return func() {}, nil
+	default:
+		return nil, hsm.Errorf(hsm.ErrBackendFailure, "pkcs11 initialize", "check the module's configuration (SOFTHSM2_CONF for SoftHSM2)", err)
 	}
+}
+
+func findSlot(m *p11.Ctx, label string) (uint, error) {
+	slots, err := m.GetSlotList(true)
+	if err != nil {
+		return 0, mapErr("pkcs11 list slots", err)
+	}
+	for _, s := range slots {
+		ti, err := m.GetTokenInfo(s)
+		if err == nil && strings.TrimRight(ti.Label, " \x00") == label {
+			return s, nil
+		}
+	}
+	return 0, hsm.Errorf(hsm.ErrTokenNotFound, "pkcs11 find token", "initialise it with `signerctl init` (or check token= in the URI and SOFTHSM2_CONF)", fmt.Errorf("no token labelled %q", label))
+}
+
+func mapErr(op string, err error) error {
+	var pe p11.Error
+	if errors.As(err, &pe) {
+		switch uint(pe) {
+		case p11.CKR_PIN_INCORRECT, p11.CKR_PIN_INVALID, p11.CKR_PIN_LEN_RANGE:
+			return hsm.Errorf(hsm.ErrWrongPIN, op, "check the file or credential named by pin-source", nil)
+		case p11.CKR_PIN_LOCKED:
+			return hsm.Errorf(hsm.ErrWrongPIN, op, "the PIN is locked after too many failures; the token's security officer must reset it", nil)
+		case p11.CKR_TOKEN_NOT_PRESENT, p11.CKR_SLOT_ID_INVALID:
+			return hsm.Errorf(hsm.ErrTokenNotFound, op, "check that the HSM is connected", err)
+		}
+	}
+	if strings.Contains(err.Error(), "CKR_PIN_INCORRECT") {
+		return hsm.Errorf(hsm.ErrWrongPIN, op, "check the file or credential named by pin-source", nil)
+	}
+	if strings.Contains(err.Error(), "could not find PKCS#11 token") {
+		return hsm.Errorf(hsm.ErrTokenNotFound, op, "initialise it with `signerctl init`", err)
+	}
+	return hsm.Errorf(hsm.ErrBackendFailure, op, "", err)
+}
+
+func label(object string, v uint32) []byte { return []byte(fmt.Sprintf("%s.v%d", object, v)) }
+
+func (b *Backend) loadKeys() error {
+	for v := uint32(1); v < maxVersions; v++ {
+		// FindKeys, not FindKey: across crypto11 versions FindKey reports "no
+		// match" either as (nil, nil) or as an error.
+		ks, err := b.ctx.FindKeys(nil, label(b.cfg.Object, v))
+		if err != nil {
+			return mapErr("pkcs11 find wrapping key", err)
+		}
+		if len(ks) == 0 || ks[0] == nil {
+			break
+		}
+		b.keys[v] = ks[0]
+		b.active = v
+	}
+	return nil
+}
+
+// InitKeys creates wrapping key v1 and the identity key. It refuses, changing
+// nothing, when the wrapping key exists.
+func (b *Backend) InitKeys(_ context.Context) (err error) {
+	defer hsm.Recover("pkcs11 init keys", &err)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if err := b.checkOpen(op); err != nil {
-		return err
-	}
-	if err := b.load(); err != nil {
-		return err
-	}
 	if len(b.keys) > 0 {
-		return hsm.Errorf(hsm.ErrKeyExists, op,
-			"nothing was changed; to make a new key version use `signerctl key rotate`",
-			fmt.Errorf("token %q already holds %s (active v%d)", b.cfg.Token, b.object, b.active))
+		return hsm.Errorf(hsm.ErrKeyExists, "pkcs11 init", "the token already holds "+b.cfg.Object+"; use `signerctl key rotate` to make a new version", nil)
 	}
-	if err := b.ensureIdentity(); err != nil {
-		return err
-	}
-	k, err := b.create(1)
+	k, err := b.ctx.GenerateSecretKeyWithLabel(randID(), label(b.cfg.Object, 1), 256, crypto11.CipherAES)
 	if err != nil {
-		return err
+		return mapErr("pkcs11 generate wrapping key", err)
 	}
-	b.keys[1], b.active = []*crypto11.SecretKey{k}, 1
-	b.log.Info("pkcs11 wrapping key created", "token", b.cfg.Token, "label", keyLabel(b.object, 1))
+	b.keys[1], b.active = k, 1
+	if kps, err := b.ctx.FindKeyPairs(nil, []byte(identityLabel)); err == nil && len(kps) > 0 {
+		return nil
+	}
+	if _, err := b.ctx.GenerateECDSAKeyPairWithLabel(randID(), []byte(identityLabel), elliptic.P256()); err != nil {
+		return mapErr("pkcs11 generate identity key", err)
+	}
 	return nil
 }
 
-// create generates version v of the wrapping key inside the token. If
-// another object with that label appears meanwhile (a concurrent init or
-// rotate in another process) it deletes its own key and reports
-// hsm.ErrKeyExists: whichever process created second backs off, and if both
-// see each other both back off, before either used its key.
-func (b *Backend) create(v uint32) (*crypto11.SecretKey, error) {
-	const op = "pkcs11 create wrapping key"
-	label := keyLabel(b.object, v)
-	id := b.newID()
-	tmpl := crypto11.NewAttributeSet()
-	for _, a := range []struct {
-		t crypto11.AttributeType
-		v any
-	}{
-		{crypto11.CkaId, id},
-		{crypto11.CkaLabel, label},
-		{crypto11.CkaToken, true},
-		{crypto11.CkaPrivate, true},
-		{crypto11.CkaSensitive, true},
-		{crypto11.CkaExtractable, false},
-		{crypto11.CkaEncrypt, true},
-		{crypto11.CkaDecrypt, true},
-		{crypto11.CkaWrap, false},
-		{crypto11.CkaUnwrap, false},
-	} {
-		if err := tmpl.Set(a.t, a.v); err != nil {
-			return nil, hsm.Errorf(hsm.ErrBackendFailure, op, "", err)
-		}
-	}
-	k, err := b.c11.GenerateSecretKeyWithAttributes(tmpl, 256, crypto11.CipherAES)
-	if err != nil {
-		return nil, mapErr(op, err)
-	}
-	if k == nil {
-		return nil, hsm.Errorf(hsm.ErrBackendFailure, op, "", errors.New("token returned no key"))
-	}
-	vs, err := b.findVersions()
-	if err != nil {
-		return nil, mapErr(op, err)
-	}
-	for _, fk := range vs[v] {
-		if !bytes.Equal(fk.id, id) {
-			if derr := k.Delete(); derr != nil {
-				return nil, hsm.Errorf(hsm.ErrBackendFailure, op, "another process created "+label+" at the same time and this one's copy could not be removed; remove one of the two keys with the HSM's tools", derr)
-			}
-			return nil, hsm.Errorf(hsm.ErrKeyExists, op, "another process created it at the same time; retry", fmt.Errorf("%s exists", label))
-		}
-	}
-	return k, nil
+func randID() []byte {
+	id := make([]byte, 16)
+	_, _ = rand.Read(id)
+	return id
 }
 
-// RotateKey creates version N+1 of the wrapping key, N being the highest
-// version in the token, and makes it active. Older versions stay and still
-// unwrap; move blobs with hsm.Sealer.Rewrap.
-func (b *Backend) RotateKey(ctx context.Context) (ref hsm.KeyRef, err error) {
-	const op = "pkcs11 rotate"
-	defer hsm.Recover(op, &err)
-	if err := ctx.Err(); err != nil {
-		return hsm.KeyRef{}, err
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if err := b.checkOpen(op); err != nil {
-		return hsm.KeyRef{}, err
-	}
-	for attempt := 0; ; attempt++ {
-		if err := b.load(); err != nil {
-			return hsm.KeyRef{}, err
-		}
-		if b.active == 0 {
-			return hsm.KeyRef{}, hsm.Errorf(hsm.ErrKeyNotFound, op, hintKeyInit, fmt.Errorf("no %s key in token %q", b.object, b.cfg.Token))
-		}
-		next := b.active + 1
-		k, err := b.create(next)
-		if errors.Is(err, hsm.ErrKeyExists) && attempt < createRetries {
-			continue
-		}
-		if err != nil {
-			return hsm.KeyRef{}, err
-		}
-		b.keys[next], b.active = []*crypto11.SecretKey{k}, next
-		b.log.Info("pkcs11 wrapping key rotated", "token", b.cfg.Token, "label", keyLabel(b.object, next))
-		return hsm.KeyRef{Label: b.object, Version: next}, nil
-	}
-}
-
-// Backend returns "pkcs11".
 func (b *Backend) Backend() string { return backendName }
 
-// ActiveKey is the version new blobs are wrapped under (version 0 before
-// InitKeys).
 func (b *Backend) ActiveKey() hsm.KeyRef {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	return hsm.KeyRef{Label: b.object, Version: b.active}
+	return hsm.KeyRef{Label: b.cfg.Object, Version: b.active}
 }
 
-// Versions lists the wrapping key versions loaded, oldest first.
-func (b *Backend) Versions() []uint32 {
+func (b *Backend) WrapKey(_ context.Context, dataKey, aad []byte) (ref hsm.KeyRef, out []byte, err error) {
+	defer hsm.Recover("pkcs11 wrap", &err)
 	b.mu.RLock()
-	defer b.mu.RUnlock()
-	vs := make([]uint32, 0, len(b.keys))
-	for v := range b.keys {
-		vs = append(vs, v)
-	}
-	sort.Slice(vs, func(i, j int) bool { return vs[i] < vs[j] })
-	return vs
-}
-
-func (b *Backend) checkOpen(op string) error {
-	if b.closed {
-		return hsm.Errorf(hsm.ErrDeviceUnavailable, op, "the backend was closed; open it again", nil)
-	}
-	return nil
-}
-
-// keyFor returns the keys of version v, reloading from the token once when
-// v is unknown (another process may have run init or rotate since Open).
-// v == 0 means the active version.
-func (b *Backend) keyFor(op string, v uint32) (uint32, []*crypto11.SecretKey, error) {
-	b.mu.RLock()
-	if err := b.checkOpen(op); err != nil {
-		b.mu.RUnlock()
-		return 0, nil, err
-	}
-	if v == 0 {
-		v = b.active
-	}
-	ks := b.keys[v]
+	k, v := b.keys[b.active], b.active
 	b.mu.RUnlock()
-	if len(ks) > 0 {
-		return v, ks, nil
+	if k == nil {
+		return hsm.KeyRef{}, nil, hsm.Errorf(hsm.ErrKeyNotFound, "pkcs11 wrap", "run `signerctl init` to create the wrapping key", nil)
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if err := b.checkOpen(op); err != nil {
-		return 0, nil, err
-	}
-	if err := b.load(); err != nil {
-		return 0, nil, err
-	}
-	if v == 0 {
-		v = b.active
-	}
-	return v, b.keys[v], nil
-}
-
-// gcmFor builds the token-side AES-GCM for k and checks its nonce size.
-func gcmFor(op string, k *crypto11.SecretKey) (cipher.AEAD, error) {
-	g, err := k.NewGCM()
+	gcm, err := k.NewGCM()
 	if err != nil {
-		return nil, mapErr(op, err)
+		return hsm.KeyRef{}, nil, mapErr("pkcs11 wrap", err)
 	}
-	if g.NonceSize() != gcmNonceLen || g.Overhead() != gcmTagLen {
-		return nil, hsm.Errorf(hsm.ErrBackendFailure, op, "", fmt.Errorf("token GCM nonce %d bytes, tag %d bytes; want %d and %d", g.NonceSize(), g.Overhead(), gcmNonceLen, gcmTagLen))
+	if gcm.NonceSize() != gcmNonceLen {
+		return hsm.KeyRef{}, nil, hsm.Errorf(hsm.ErrBackendFailure, "pkcs11 wrap", "", fmt.Errorf("GCM nonce size %d, want %d", gcm.NonceSize(), gcmNonceLen))
 	}
-	return g, nil
-}
-
-// seal calls crypto11's Seal, which panics on any token error, and returns
-// the error instead.
-func seal(op string, g cipher.AEAD, nonce, pt, aad []byte) (ct []byte, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			if e, ok := r.(error); ok {
-				err = mapErr(op, e)
-				return
-			}
-			panic(r)
-		}
-	}()
-	return g.Seal(nil, nonce, pt, aad), nil
-}
-
-// WrapKey encrypts the 32-byte dataKey with AES-GCM inside the token under
-// the active wrapping key, binding aad. The result is nonce || ciphertext.
-func (b *Backend) WrapKey(ctx context.Context, dataKey, aad []byte) (ref hsm.KeyRef, out []byte, err error) {
-	const op = "pkcs11 wrap"
-	defer hsm.Recover(op, &err)
-	if err := ctx.Err(); err != nil {
-		return hsm.KeyRef{}, nil, err
-	}
-	if len(dataKey) != dataKeyLen {
-		return hsm.KeyRef{}, nil, hsm.Errorf(hsm.ErrBackendFailure, op, "", fmt.Errorf("data key is %d bytes, want %d", len(dataKey), dataKeyLen))
-	}
-	v, ks, err := b.keyFor(op, 0)
-	if err != nil {
-		return hsm.KeyRef{}, nil, err
-	}
-	if len(ks) == 0 {
-		return hsm.KeyRef{}, nil, hsm.Errorf(hsm.ErrKeyNotFound, op, hintKeyInit, fmt.Errorf("no %s key in token %q", b.object, b.cfg.Token))
-	}
-	g, err := gcmFor(op, ks[0])
-	if err != nil {
-		return hsm.KeyRef{}, nil, err
-	}
-	nonce := make([]byte, gcmNonceLen, wrappedLen)
+	nonce := make([]byte, gcmNonceLen)
 	if _, err := rand.Read(nonce); err != nil {
-		return hsm.KeyRef{}, nil, hsm.Errorf(hsm.ErrBackendFailure, op, "", err)
-	}
-	ct, err := seal(op, g, nonce, dataKey, aad)
-	if err != nil {
 		return hsm.KeyRef{}, nil, err
 	}
-	if len(ct) != dataKeyLen+gcmTagLen {
-		return hsm.KeyRef{}, nil, hsm.Errorf(hsm.ErrBackendFailure, op, "", fmt.Errorf("token returned %d bytes of GCM output, want %d", len(ct), dataKeyLen+gcmTagLen))
-	}
-	return hsm.KeyRef{Label: b.object, Version: v}, append(nonce, ct...), nil
+	ct := gcm.Seal(nil, nonce, dataKey, aad)
+	return hsm.KeyRef{Label: b.cfg.Object, Version: v}, append(nonce, ct...), nil
 }
 
-// UnwrapKey reverses WrapKey. A wrong aad, an altered wrapped key or one
-// wrapped by another token fails with hsm.ErrTampered; a key version the
-// token does not hold fails with hsm.ErrKeyNotFound.
-func (b *Backend) UnwrapKey(ctx context.Context, ref hsm.KeyRef, wrapped, aad []byte) (dk []byte, err error) {
-	const op = "pkcs11 unwrap"
-	defer hsm.Recover(op, &err)
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if ref.Label != b.object {
-		return nil, hsm.Errorf(hsm.ErrKeyNotFound, op, "the blob names another wrapping key; check object= in the URI",
-			fmt.Errorf("blob was wrapped under %s, this backend uses %s", ref, b.object))
-	}
-	if len(wrapped) != wrappedLen {
-		return nil, hsm.Errorf(hsm.ErrMalformedBlob, op, "the stored value is damaged; restore it from a backup",
-			fmt.Errorf("wrapped key is %d bytes, want %d", len(wrapped), wrappedLen))
-	}
-	if ref.Version == 0 {
-		return nil, hsm.Errorf(hsm.ErrMalformedBlob, op, "the stored value is damaged; restore it from a backup", errors.New("key version 0"))
-	}
-	_, ks, err := b.keyFor(op, ref.Version)
-	if err != nil {
-		return nil, err
-	}
-	if len(ks) == 0 {
-		return nil, hsm.Errorf(hsm.ErrKeyNotFound, op,
-			"the key version that sealed this blob is not in this token: it was deleted, or the blob belongs to another node",
-			fmt.Errorf("no %s in token %q", ref, b.cfg.Token))
-	}
-	for _, k := range ks {
-		g, err := gcmFor(op, k)
-		if err != nil {
-			return nil, err
-		}
-		dk, err := g.Open(nil, wrapped[:gcmNonceLen], wrapped[gcmNonceLen:], aad)
-		if err == nil {
-			if len(dk) != dataKeyLen {
-				hsm.Zero(dk)
-				return nil, hsm.Errorf(hsm.ErrTampered, op, hintTampered, errors.New("unwrapped key has the wrong length"))
-			}
-			return dk, nil
-		}
-		if !isAuthFailure(err) {
-			return nil, mapErr(op, err)
-		}
-	}
-	return nil, hsm.Errorf(hsm.ErrTampered, op, hintTampered, errors.New("GCM authentication failed in the token"))
-}
-
-// ensureIdentity creates the identity key pair unless one exists. Call with
-// b.mu held.
-func (b *Backend) ensureIdentity() error {
-	const op = "pkcs11 create identity key"
-	if _, err := b.findIdentity(op); err == nil {
-		return nil
-	} else if !errors.Is(err, hsm.ErrKeyNotFound) {
-		return err
-	}
-	id := b.newID()
-	pub, priv := crypto11.NewAttributeSet(), crypto11.NewAttributeSet()
-	for _, a := range []struct {
-		set crypto11.AttributeSet
-		t   crypto11.AttributeType
-		v   any
-	}{
-		{pub, crypto11.CkaId, id},
-		{pub, crypto11.CkaLabel, IdentityLabel},
-		{pub, crypto11.CkaToken, true},
-		{pub, crypto11.CkaVerify, true},
-		{priv, crypto11.CkaId, id},
-		{priv, crypto11.CkaLabel, IdentityLabel},
-		{priv, crypto11.CkaToken, true},
-		{priv, crypto11.CkaPrivate, true},
-		{priv, crypto11.CkaSign, true},
-		{priv, crypto11.CkaSensitive, true},
-		{priv, crypto11.CkaExtractable, false},
-	} {
-		if err := a.set.Set(a.t, a.v); err != nil {
-			return hsm.Errorf(hsm.ErrBackendFailure, op, "", err)
-		}
-	}
-	k, err := b.c11.GenerateECDSAKeyPairWithAttributes(pub, priv, elliptic.P256())
-	if err != nil {
-		return mapErr(op, err)
-	}
-	kps, err := b.c11.FindKeyPairs(nil, []byte(IdentityLabel))
-	if err != nil {
-		return mapErr(op, err)
-	}
-	if len(kps) > 1 { // a concurrent init in another process: back off
-		if derr := k.Delete(); derr != nil {
-			return hsm.Errorf(hsm.ErrBackendFailure, op, "two identity keys exist; remove one with the HSM's tools", derr)
-		}
-		return hsm.Errorf(hsm.ErrKeyExists, op, "another process created the identity key at the same time; retry", nil)
-	}
-	b.log.Info("pkcs11 identity key created", "token", b.cfg.Token, "label", IdentityLabel)
-	return nil
-}
-
-// findIdentity returns the identity key pair; hsm.ErrKeyNotFound if absent.
-func (b *Backend) findIdentity(op string) (crypto11.Signer, error) {
-	kps, err := b.c11.FindKeyPairs(nil, []byte(IdentityLabel))
-	if err != nil {
-		return nil, mapErr(op, err)
-	}
-	var found []crypto11.Signer
-	for _, k := range kps {
-		if k != nil {
-			found = append(found, k)
-		}
-	}
-	switch len(found) {
-	case 0:
-		return nil, hsm.Errorf(hsm.ErrKeyNotFound, op, hintKeyInit, fmt.Errorf("no %s key pair in token %q", IdentityLabel, b.cfg.Token))
-	case 1:
-		return found[0], nil
-	default:
-		return nil, hsm.Errorf(hsm.ErrBackendFailure, op, "the token holds several identity keys; keep the one the cluster knows and delete the others with the HSM's tools",
-			fmt.Errorf("%d key pairs labelled %s", len(found), IdentityLabel))
-	}
-}
-
-// Identity returns the node identity key, an ECDSA P-256 key pair inside the
-// token. Sign takes a digest and returns an ASN.1 signature; token failures
-// come back as typed errors, never panics.
-func (b *Backend) Identity(ctx context.Context) (s crypto.Signer, err error) {
-	const op = "pkcs11 identity"
-	defer hsm.Recover(op, &err)
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
+func (b *Backend) UnwrapKey(_ context.Context, ref hsm.KeyRef, wrapped, aad []byte) (dk []byte, err error) {
+	defer hsm.Recover("pkcs11 unwrap", &err)
 	b.mu.RLock()
-	if err := b.checkOpen(op); err != nil {
-		b.mu.RUnlock()
-		return nil, err
-	}
-	id := b.ident
+	k := b.keys[ref.Version]
 	b.mu.RUnlock()
-	if id != nil {
-		return id, nil
+	if k == nil || ref.Label != b.cfg.Object {
+		return nil, hsm.Errorf(hsm.ErrKeyNotFound, "pkcs11 unwrap", "the key version that sealed this blob is not in this token; restore the token or use the right node", fmt.Errorf("no key %s", ref))
 	}
+	if len(wrapped) < gcmNonceLen+16 {
+		return nil, hsm.Errorf(hsm.ErrMalformedBlob, "pkcs11 unwrap", "", fmt.Errorf("wrapped key too short"))
+	}
+	gcm, err := k.NewGCM()
+	if err != nil {
+		return nil, mapErr("pkcs11 unwrap", err)
+	}
+	dk, err = gcm.Open(nil, wrapped[:gcmNonceLen], wrapped[gcmNonceLen:], aad)
+	if err != nil {
+		return nil, hsm.Errorf(hsm.ErrTampered, "pkcs11 unwrap", "the blob was altered or moved to another node or wallet", nil)
+	}
+	return dk, nil
+}
+
+func (b *Backend) RotateKey(_ context.Context) (ref hsm.KeyRef, err error) {
+	defer hsm.Recover("pkcs11 rotate", &err)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if err := b.checkOpen(op); err != nil {
-		return nil, err
+	if len(b.keys) == 0 {
+		return hsm.KeyRef{}, hsm.Errorf(hsm.ErrKeyNotFound, "pkcs11 rotate", "run `signerctl init` first", nil)
 	}
-	if b.ident == nil {
-		k, err := b.findIdentity(op)
-		if err != nil {
-			return nil, err
-		}
-		b.ident = &identitySigner{k: k}
-	}
-	return b.ident, nil
-}
-
-// identitySigner wraps the crypto11 key pair so that a library panic or
-// token error becomes a typed error.
-type identitySigner struct {
-	k crypto11.Signer
-}
-
-func (s *identitySigner) Public() crypto.PublicKey { return s.k.Public() }
-
-func (s *identitySigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) (sig []byte, err error) {
-	defer hsm.Recover("pkcs11 identity sign", &err)
-	sig, err = s.k.Sign(r, digest, opts)
+	next := b.active + 1
+	k, err := b.ctx.GenerateSecretKeyWithLabel(randID(), label(b.cfg.Object, next), 256, crypto11.CipherAES)
 	if err != nil {
-		return nil, mapErr("pkcs11 identity sign", err)
+		return hsm.KeyRef{}, mapErr("pkcs11 rotate", err)
 	}
-	return sig, nil
+	b.keys[next], b.active = k, next
+	return hsm.KeyRef{Label: b.cfg.Object, Version: next}, nil
 }
 
-// KeyAttributes reads CKA_EXTRACTABLE and CKA_SENSITIVE of a wrapping key
-// version (for tests and `signerctl` diagnostics).
-func (b *Backend) KeyAttributes(ctx context.Context, ref hsm.KeyRef) (extractable, sensitive bool, err error) {
-	const op = "pkcs11 key attributes"
-	defer hsm.Recover(op, &err)
-	if err := ctx.Err(); err != nil {
-		return false, false, err
-	}
-	if ref.Label != b.object {
-		return false, false, hsm.Errorf(hsm.ErrKeyNotFound, op, "", fmt.Errorf("no key %s", ref))
-	}
-	_, ks, err := b.keyFor(op, ref.Version)
+func (b *Backend) Identity(_ context.Context) (s crypto.Signer, err error) {
+	defer hsm.Recover("pkcs11 identity", &err)
+	kps, err := b.ctx.FindKeyPairs(nil, []byte(identityLabel))
 	if err != nil {
-		return false, false, err
+		return nil, mapErr("pkcs11 identity", err)
 	}
-	if len(ks) == 0 {
-		return false, false, hsm.Errorf(hsm.ErrKeyNotFound, op, hintKeyInit, fmt.Errorf("no %s in token %q", ref, b.cfg.Token))
+	if len(kps) == 0 || kps[0] == nil {
+		return nil, hsm.Errorf(hsm.ErrKeyNotFound, "pkcs11 identity", "run `signerctl init` to create the node identity key", nil)
 	}
-	return b.boolAttrs(op, ks[0])
+	return kps[0], nil
 }
 
-// IdentityAttributes reads CKA_EXTRACTABLE and CKA_SENSITIVE of the identity
-// key's private half.
-func (b *Backend) IdentityAttributes(ctx context.Context) (extractable, sensitive bool, err error) {
-	const op = "pkcs11 identity attributes"
-	defer hsm.Recover(op, &err)
-	s, err := b.Identity(ctx)
-	if err != nil {
-		return false, false, err
+// KeyAttributes reads CKA_EXTRACTABLE and CKA_SENSITIVE of a wrapping key.
+func (b *Backend) KeyAttributes(ref hsm.KeyRef) (extractable, sensitive bool, err error) {
+	defer hsm.Recover("pkcs11 attributes", &err)
+	b.mu.RLock()
+	k := b.keys[ref.Version]
+	b.mu.RUnlock()
+	if k == nil {
+		return false, false, hsm.Errorf(hsm.ErrKeyNotFound, "pkcs11 attributes", "", nil)
 	}
-	return b.boolAttrs(op, s.(*identitySigner).k)
-}
-
-func (b *Backend) boolAttrs(op string, key any) (extractable, sensitive bool, err error) {
-	attrs, err := b.c11.GetAttributes(key, []crypto11.AttributeType{crypto11.CkaExtractable, crypto11.CkaSensitive})
+	attrs, err := b.ctx.GetAttributes(k, []crypto11.AttributeType{crypto11.CkaExtractable, crypto11.CkaSensitive})
 	if err != nil {
-		return false, false, mapErr(op, err)
+		return false, false, mapErr("pkcs11 attributes", err)
 	}
 	ex, se := attrs[crypto11.CkaExtractable], attrs[crypto11.CkaSensitive]
-	if ex == nil || se == nil || len(ex.Value) != 1 || len(se.Value) != 1 {
-		return false, false, hsm.Errorf(hsm.ErrBackendFailure, op, "", errors.New("token did not return CKA_EXTRACTABLE and CKA_SENSITIVE"))
+	if ex == nil || se == nil {
+		return false, false, hsm.Errorf(hsm.ErrBackendFailure, "pkcs11 attributes", "", fmt.Errorf("attributes missing"))
 	}
-	return ex.Value[0] != 0, se.Value[0] != 0, nil
+	return len(ex.Value) == 1 && ex.Value[0] != 0, len(se.Value) == 1 && se.Value[0] != 0, nil
 }
 
-// Close releases this Backend's hold on the token; the last Backend on a
-// token closes the shared crypto11 context (its sessions and login). Close
-// is idempotent. A crypto.Signer from Identity stops working once the last
-// Backend on the token is closed.
-func (b *Backend) Close() (err error) {
-	defer hsm.Recover("pkcs11 close", &err)
+func (b *Backend) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
-		return nil
+	b.keys = map[uint32]*crypto11.SecretKey{}
+	return b.ctx.Close()
+}
+
+// InitToken initialises a fresh token in the first uninitialised slot and sets
+// its user PIN, through the PKCS#11 API (no PIN on any command line).
+func InitToken(modulePath, tokenLabel string, soPIN, userPIN []byte) (err error) {
+	defer hsm.Recover("pkcs11 init token", &err)
+	if _, err := os.Stat(modulePath); err != nil {
+		return hsm.Errorf(hsm.ErrModuleNotFound, "pkcs11 init token", "install the module (SoftHSM2: apt install softhsm2)", err)
 	}
-	b.closed = true
-	b.keys = map[uint32][]*crypto11.SecretKey{}
-	b.ident = nil
-	return release(b.sh)
+	m := p11.New(modulePath)
+	if m == nil {
+		return hsm.Errorf(hsm.ErrModuleNotFound, "pkcs11 init token", "", fmt.Errorf("cannot load %s", modulePath))
+	}
+	release, err := initModule(m)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if _, err := findSlot(m, tokenLabel); err == nil {
+		return hsm.Errorf(hsm.ErrKeyExists, "pkcs11 init token", "a token with this label exists already", fmt.Errorf("token %q", tokenLabel))
+	}
+	slots, err := m.GetSlotList(true)
+	if err != nil {
+		return mapErr("pkcs11 list slots", err)
+	}
+	var slot uint
+	found := false
+	for _, s := range slots {
+		ti, err := m.GetTokenInfo(s)
+		if err == nil && ti.Flags&p11.CKF_TOKEN_INITIALIZED == 0 {
+			slot, found = s, true
+			break
+		}
+	}
+	if !found {
+		return hsm.Errorf(hsm.ErrTokenNotFound, "pkcs11 init token", "no free slot; for SoftHSM2 check directories.tokendir", nil)
+	}
+	if err := m.InitToken(slot, string(soPIN), tokenLabel); err != nil {
+		return mapErr("pkcs11 init token", err)
+	}
+	slot, err = findSlot(m, tokenLabel) // SoftHSM2 moves the token to a new slot ID
+	if err != nil {
+		return err
+	}
+	sh, err := m.OpenSession(slot, p11.CKF_SERIAL_SESSION|p11.CKF_RW_SESSION)
+	if err != nil {
+		return mapErr("pkcs11 open session", err)
+	}
+	defer m.CloseSession(sh)
+	if err := m.Login(sh, p11.CKU_SO, string(soPIN)); err != nil {
+		return mapErr("pkcs11 SO login", err)
+	}
+	defer m.Logout(sh) // ends the SO login on this new token only
+	if err := m.InitPIN(sh, string(userPIN)); err != nil {
+		return mapErr("pkcs11 init PIN", err)
+	}
+	return nil
 }
