@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -39,6 +40,7 @@ func devCmd() *cobra.Command {
 		nodes, signers, port int
 		dir, fixtures        string
 		clientIDs            []string
+		keygenTimeout        time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -96,7 +98,8 @@ there.
 			}
 			opts := devcluster.Options{
 				Dir: abs, Nodes: nodes, Threshold: signers - 1, Policy: policy, Logger: log, NATSPort: port,
-				TokenURI: func(id string) (string, error) { return devToken(abs, id) },
+				KeygenTimeout: keygenTimeout,
+				TokenURI:      func(id string) (string, error) { return devToken(abs, id) },
 			}
 			if fixtures != "" {
 				sets, err := preparams.LoadFixtures(fixtures)
@@ -139,6 +142,7 @@ there.
 	cmd.Flags().StringVar(&dir, "dir", ".signerd-dev", "state directory (tokens, stores, keys)")
 	cmd.Flags().IntVar(&port, "port", 0, "NATS port on 127.0.0.1 (0: a free port)")
 	cmd.Flags().StringVar(&fixtures, "test-preparams", "", "INSECURE: load public Paillier pre-params from this fixture file instead of generating them (demos and tests only)")
+	cmd.Flags().DurationVar(&keygenTimeout, "keygen-timeout", 10*time.Minute, "keygen session deadline (ECDSA keygen is CPU-heavy on small machines)")
 	cmd.Flags().StringSliceVar(&clientIDs, "client-ids", []string{"demo", "svcA", "svcB", ""}, "client IDs the dev client key may use (\"\" is the legacy subjects)")
 	return cmd
 }
