@@ -3,6 +3,7 @@ package routing
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -245,6 +246,25 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
+// waitReady waits until ReadyNodes is exactly want (sorted) and fails with
+// the last listing if it never is.
+func waitReady(t *testing.T, ctx context.Context, kv jetstream.KeyValue, want ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	var last []string
+	for {
+		nodes, err := ReadyNodes(ctx, kv)
+		if err == nil && slices.Equal(nodes, want) {
+			return
+		}
+		last = nodes
+		if time.Now().After(deadline) {
+			t.Fatalf("ReadyNodes = %v (err %v), want %v", last, err, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func TestReadiness(t *testing.T) {
 	_, js, ctx := setup(t)
 	kv, err := EnsureReadyBucket(ctx, js, ReadyOptions{TTL: time.Second, Storage: jetstream.MemoryStorage})
@@ -264,24 +284,19 @@ func TestReadiness(t *testing.T) {
 	if err := PutReady(ctx, kv, "node2", nil); err != nil { // one beat, then silence
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { n, _ := ReadyNodes(ctx, kv); return len(n) == 3 })
-	if nodes, _ := ReadyNodes(ctx, kv); nodes[0] != "node0" || nodes[1] != "node1" || nodes[2] != "node2" {
-		t.Fatalf("ReadyNodes = %v", nodes)
-	}
+	// A key listing taken while another node rewrites its entry can be
+	// momentarily short, so each state is awaited, not sampled once.
+	waitReady(t, ctx, kv, "node0", "node1", "node2")
 	// node2 stops beating: its entry expires after the TTL; the others stay.
-	waitFor(t, func() bool { n, _ := ReadyNodes(ctx, kv); return len(n) == 2 })
-	if nodes, _ := ReadyNodes(ctx, kv); nodes[0] != "node0" || nodes[1] != "node1" {
-		t.Fatalf("after expiry ReadyNodes = %v", nodes)
-	}
+	waitReady(t, ctx, kv, "node0", "node1")
 	stop()
 	for i := 0; i < 2; i++ {
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
 	}
-	if nodes, _ := ReadyNodes(ctx, kv); len(nodes) != 0 {
-		t.Fatalf("after shutdown ReadyNodes = %v", nodes)
-	}
+	// Stopped heartbeats delete their entries.
+	waitReady(t, ctx, kv)
 	if err := PutReady(ctx, kv, "bad.node", nil); !errors.Is(err, ErrInvalidSubject) {
 		t.Fatalf("bad node id: %v", err)
 	}
