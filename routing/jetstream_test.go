@@ -77,12 +77,23 @@ func publishResult(t *testing.T, ctx context.Context, js jetstream.JetStream, re
 	return ack
 }
 
-// fetchAll drains a consumer and returns the payloads it delivered.
-func fetchAll(t *testing.T, c jetstream.Consumer) []string {
+// fetchAll drains a consumer that should deliver want messages: it waits up
+// to 10 s for them (a consumer sees a publish asynchronously), then 200 ms
+// more for any extra, and returns every payload it got, acked.
+func fetchAll(t *testing.T, c jetstream.Consumer, want int) []string {
 	t.Helper()
 	var out []string
+	deadline := time.Now().Add(10 * time.Second)
 	for {
-		batch, err := c.FetchNoWait(100)
+		var batch jetstream.MessageBatch
+		var err error
+		if missing := want - len(out); missing > 0 {
+			// Fetch returns once it has this many, or at the deadline.
+			batch, err = c.Fetch(missing, jetstream.FetchMaxWait(max(time.Until(deadline), time.Millisecond)))
+		} else {
+			time.Sleep(200 * time.Millisecond) // room for an unwanted extra to show up
+			batch, err = c.FetchNoWait(100)
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -97,7 +108,7 @@ func fetchAll(t *testing.T, c jetstream.Consumer) []string {
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 			t.Fatal(err)
 		}
-		if n == 0 {
+		if (n == 0 && len(out) >= want) || time.Now().After(deadline) {
 			return out
 		}
 	}
@@ -137,7 +148,7 @@ func TestResultConsumersIsolation(t *testing.T) {
 	}
 	for _, c := range clients {
 		for op, cons := range consumers[c] {
-			got := fetchAll(t, cons)
+			got := fetchAll(t, cons, 1)
 			if want := op + "/" + c; len(got) != 1 || got[0] != want {
 				t.Errorf("consumer %s/%q received %v, want [%s]", op, c, got, want)
 			}
@@ -166,13 +177,13 @@ func TestResultOnlyToOwnConsumer(t *testing.T) {
 		t.Fatal(err)
 	}
 	publishResult(t, ctx, js, &protocol.Result{Op: protocol.OpSign, ClientID: "svcA", RequestID: "r1"}, "r1")
-	if got := fetchAll(t, b); len(got) != 0 {
+	if got := fetchAll(t, b, 0); len(got) != 0 {
 		t.Fatalf("svcB received %v", got)
 	}
-	if got := fetchAll(t, legacy); len(got) != 0 {
+	if got := fetchAll(t, legacy, 0); len(got) != 0 {
 		t.Fatalf("legacy received %v", got)
 	}
-	if got := fetchAll(t, a); len(got) != 1 || got[0] != "r1" {
+	if got := fetchAll(t, a, 1); len(got) != 1 || got[0] != "r1" {
 		t.Fatalf("svcA received %v", got)
 	}
 }
@@ -193,7 +204,7 @@ func TestResultDedupe(t *testing.T) {
 	if dups != 2 {
 		t.Fatalf("%d duplicates reported, want 2", dups)
 	}
-	if got := fetchAll(t, cons); len(got) != 1 {
+	if got := fetchAll(t, cons, 1); len(got) != 1 {
 		t.Fatalf("client received %d copies", len(got))
 	}
 }
@@ -222,7 +233,7 @@ func TestNodeConsumersEachSeeEveryRequest(t *testing.T) {
 	}
 	st, _ := js.Stream(ctx, RequestStream)
 	for i, n := range nodes {
-		got := fetchAll(t, cons[n])
+		got := fetchAll(t, cons[n], 3)
 		if len(got) != 3 {
 			t.Fatalf("%s received %v", n, got)
 		}

@@ -86,7 +86,7 @@ func TestServerConfigExample(t *testing.T) {
 	if _, err := aJS.Publish(ctx, subj, []byte("{}"), jetstream.WithMsgID("r1")); err != nil {
 		t.Fatalf("svcA publishing a request: %v", err)
 	}
-	if got := fetchAll(t, nodeCons); len(got) != 1 {
+	if got := fetchAll(t, nodeCons, 1); len(got) != 1 {
 		t.Fatalf("node received %v", got)
 	}
 	// Legacy and svcB consumers exist too (created by their own users).
@@ -103,7 +103,7 @@ func TestServerConfigExample(t *testing.T) {
 	for _, c := range []string{"svcA", "svcB"} {
 		publishResult(t, ctx, nodeJS, &protocol.Result{Op: protocol.OpSign, ClientID: c, RequestID: "res-" + c}, "res-"+c)
 	}
-	if got := fetchAll(t, aCons[protocol.OpSign]); len(got) != 1 || got[0] != "res-svcA" {
+	if got := fetchAll(t, aCons[protocol.OpSign], 1); len(got) != 1 || got[0] != "res-svcA" {
 		t.Fatalf("svcA results %v", got)
 	}
 
@@ -140,7 +140,7 @@ func TestServerConfigExample(t *testing.T) {
 	waitPermErr(t, errs, "svcA subscribing to all inboxes")
 
 	// svcB's result is still there for svcB.
-	if got := fetchAll(t, bCons[protocol.OpSign]); len(got) != 1 || got[0] != "res-svcB" {
+	if got := fetchAll(t, bCons[protocol.OpSign], 1); len(got) != 1 || got[0] != "res-svcB" {
 		t.Fatalf("svcB results %v", got)
 	}
 }
