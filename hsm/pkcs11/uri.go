@@ -2,9 +2,7 @@ package pkcs11
 
 import (
 	"fmt"
-	"net/url"
 	"strconv"
-	"strings"
 
 	"github.com/hwsigner/signer/hsm"
 )
@@ -27,63 +25,36 @@ func ParseURI(s string) (Config, error) {
 	bad := func(format string, a ...any) (Config, error) {
 		return Config{}, hsm.Errorf(hsm.ErrBadURI, "parse pkcs11 URI", "see RFC 7512; e.g. pkcs11:token=node0;object=share-kek?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/path", fmt.Errorf(format, a...))
 	}
-	rest, ok := strings.CutPrefix(s, "pkcs11:")
-	if !ok {
-		return bad("missing pkcs11: scheme")
+	attrs, err := hsm.SplitURI(s, "pkcs11")
+	if err != nil {
+		return bad("%v", err)
 	}
-	path, query, _ := strings.Cut(rest, "?")
 	cfg := Config{Object: "share-kek"}
-	for _, attr := range strings.Split(path, ";") {
-		if attr == "" {
-			continue
-		}
-		k, v, ok := strings.Cut(attr, "=")
-		if !ok {
-			return bad("path attribute %q has no value", k)
-		}
-		dv, err := url.PathUnescape(v)
-		if err != nil {
-			return bad("attribute %s: %v", k, err)
-		}
-		switch k {
-		case "token":
+	for _, a := range attrs {
+		k, dv := a.Key, a.Value
+		switch {
+		case k == "pin-value":
+			return bad("pin-value is refused: a PIN never goes in a URI; use pin-source=file:/path, env:NAME or cred:NAME")
+		case !a.Query && k == "token":
 			cfg.Token = dv
-		case "object":
+		case !a.Query && k == "object":
 			cfg.Object = dv
-		case "slot-id":
+		case !a.Query && k == "slot-id":
 			n, err := strconv.Atoi(dv)
 			if err != nil {
 				return bad("slot-id %q is not a number", dv)
 			}
 			cfg.SlotID = &n
-		case "pin-value":
-			return bad("pin-value is refused: a PIN never goes in a URI; use pin-source=file:/path, env:NAME or cred:NAME")
-		case "manufacturer", "model", "serial", "library-description", "library-manufacturer", "library-version", "id", "type":
+		case !a.Query && (k == "manufacturer" || k == "model" || k == "serial" || k == "library-description" || k == "library-manufacturer" || k == "library-version" || k == "id" || k == "type"):
 			// accepted and ignored
+		case a.Query && k == "module-path":
+			cfg.ModulePath = dv
+		case a.Query && k == "pin-source":
+			cfg.PINSource = dv
+		case a.Query:
+			return bad("unknown query attribute %q", k)
 		default:
 			return bad("unknown path attribute %q", k)
-		}
-	}
-	if query != "" {
-		for _, attr := range strings.Split(query, "&") {
-			k, v, ok := strings.Cut(attr, "=")
-			if !ok {
-				return bad("query attribute %q has no value", k)
-			}
-			dv, err := url.QueryUnescape(v)
-			if err != nil {
-				return bad("attribute %s: %v", k, err)
-			}
-			switch k {
-			case "module-path":
-				cfg.ModulePath = dv
-			case "pin-source":
-				cfg.PINSource = dv
-			case "pin-value":
-				return bad("pin-value is refused: a PIN never goes in a URI; use pin-source=file:/path, env:NAME or cred:NAME")
-			default:
-				return bad("unknown query attribute %q", k)
-			}
 		}
 	}
 	if cfg.Token == "" {

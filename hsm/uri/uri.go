@@ -1,9 +1,9 @@
 // Package uri opens a sealing backend from its URI: one scheme per backend.
 //
 //	pkcs11:token=node0;object=share-kek?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/path
+//	tpm:device=/dev/tpmrm0;object=share-kek?pcrs=7
+//	tpm:host=127.0.0.1;port=2321   (swtpm, for tests and CI)
 //	software:dir=/var/lib/signerd/insecure-keys   (INSECURE, development only)
-//
-// TPM 2.0 (tpm:) is not wired in yet: see the issue notes.
 package uri
 
 import (
@@ -15,6 +15,7 @@ import (
 	"github.com/hwsigner/signer/hsm"
 	"github.com/hwsigner/signer/hsm/pkcs11"
 	"github.com/hwsigner/signer/hsm/softkey"
+	"github.com/hwsigner/signer/hsm/tpm"
 )
 
 // Initer is a backend whose keys can be created by `signerctl init`.
@@ -43,9 +44,13 @@ func Open(ctx context.Context, u string, logger *slog.Logger) (hsm.Backend, erro
 		}
 		return b, nil
 	case "tpm":
-		return nil, hsm.Errorf(hsm.ErrUnsupported, "open tpm backend", "the TPM 2.0 backend is not built yet; use a pkcs11: URI", nil)
+		cfg, err := tpm.ParseURI(u)
+		if err != nil {
+			return nil, err
+		}
+		return tpm.Open(ctx, cfg, logger)
 	default:
-		return nil, hsm.Errorf(hsm.ErrBadURI, "open key backend", "use pkcs11:... or software:dir=... (development only)", fmt.Errorf("unknown scheme %q", scheme))
+		return nil, hsm.Errorf(hsm.ErrBadURI, "open key backend", "use pkcs11:..., tpm:... or software:dir=... (development only)", fmt.Errorf("unknown scheme %q", scheme))
 	}
 }
 
