@@ -2,16 +2,18 @@ package hsm_test
 
 import (
 	"context"
+	"crypto"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"crypto/sha256"
 	"path/filepath"
 	"testing"
 
 	"github.com/hwsigner/signer/hsm"
-	"github.com/hwsigner/signer/hsm/pkcs11"
-	"github.com/hwsigner/signer/hsm/softkey"
+	"github.com/hwsigner/signer/hsm/uri"
 	"github.com/hwsigner/signer/internal/testhsm"
+	"github.com/hwsigner/signer/internal/testtpm"
 )
 
 // BenchmarkSeal20KiB compares sealing and opening a 20 KiB blob (an ECDSA
@@ -42,37 +44,9 @@ func BenchmarkSeal20KiB(b *testing.B) {
 			}
 		})
 	})
-	backends := map[string]func(b *testing.B) hsm.Backend{
-		"software": func(b *testing.B) hsm.Backend {
-			dir := filepath.Join(b.TempDir(), "k")
-			if err := softkey.Init(dir, "share-kek"); err != nil {
-				b.Fatal(err)
-			}
-			k, err := softkey.Open(nil, dir, "share-kek")
-			if err != nil {
-				b.Fatal(err)
-			}
-			return k
-		},
-		"pkcs11-softhsm2": func(b *testing.B) hsm.Backend {
-			cfg, err := pkcs11.ParseURI(testhsm.Token(b, "bench"))
-			if err != nil {
-				b.Fatal(err)
-			}
-			k, err := pkcs11.Open(ctx, cfg, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := k.InitKeys(ctx); err != nil {
-				b.Fatal(err)
-			}
-			return k
-		},
-	}
-	for name, mk := range backends {
-		b.Run(name, func(b *testing.B) {
-			be := mk(b)
-			defer be.Close()
+	for _, bk := range benchBackends {
+		b.Run(bk.name, func(b *testing.B) {
+			be := openBench(b, bk.uri(b))
 			s := hsm.NewSealer(be)
 			b.Run("seal", func(b *testing.B) {
 				for b.Loop() {
@@ -89,6 +63,50 @@ func BenchmarkSeal20KiB(b *testing.B) {
 					}
 				}
 			})
+		})
+	}
+}
+
+// benchBackends names each backend by its URI, initialised and opened as
+// signerd does.
+var benchBackends = []struct {
+	name string
+	uri  func(b *testing.B) string
+}{
+	{"software", func(b *testing.B) string { return "software:dir=" + filepath.Join(b.TempDir(), "k") }},
+	{"pkcs11-softhsm2", func(b *testing.B) string { return testhsm.Token(b, "bench") }},
+	{"tpm-swtpm", func(b *testing.B) string { return testtpm.Start(b).URI("") }},
+	{"tpm-swtpm-pcr16", func(b *testing.B) string { return testtpm.Start(b).URI("pcrs=16") }},
+}
+
+func openBench(b *testing.B, u string) hsm.Backend {
+	ctx := context.Background()
+	if err := uri.Init(ctx, u, nil); err != nil {
+		b.Fatal(err)
+	}
+	be, err := uri.Open(ctx, u, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = be.Close() })
+	return be
+}
+
+// BenchmarkIdentitySign measures one identity-key signature (every round
+// message a node sends carries one).
+func BenchmarkIdentitySign(b *testing.B) {
+	d := sha256.Sum256([]byte("round message"))
+	for _, bk := range benchBackends[:3] {
+		b.Run(bk.name, func(b *testing.B) {
+			id, err := openBench(b, bk.uri(b)).Identity(context.Background())
+			if err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if _, err := id.Sign(rand.Reader, d[:], crypto.SHA256); err != nil {
+					b.Fatal(err)
+				}
+			}
 		})
 	}
 }
