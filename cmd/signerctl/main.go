@@ -1,5 +1,6 @@
-// Command signerctl talks to a signer cluster as a client backend would:
-// create wallets, sign, and verify signatures independently of tss-lib.
+// Command signerctl talks to a signer cluster as a client backend would
+// (create wallets, sign, verify signatures independently of tss-lib) and runs
+// a node operator's key tasks (token init, init, identity, key rotate).
 package main
 
 import (
@@ -50,7 +51,12 @@ for the node-signed results on the client's own subjects.
 The client key (--key) is a PEM PKCS#8 Ed25519 or ECDSA P-256 private key; the
 nodes' policy must bind it to --client-id. The nodes' identity keys, needed to
 check result signatures, come from --cluster (the cluster.json that
-"signerd dev" writes, or one you write with a "peers" map of PEM keys).`,
+"signerd dev" writes, or one you write with a "peers" map of PEM keys).
+
+Operator commands work on one node's hardware and store, with the node
+stopped: "token init" (PKCS#11), "init" (create the wrapping and identity
+keys), "identity" (print the identity key for the peers map) and
+"key rotate" / "key rewrap".`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -61,7 +67,7 @@ check result signatures, come from --cluster (the cluster.json that
 	f.StringVar(&g.clusterFile, "cluster", ".signerd-dev/cluster.json", "cluster file with the nodes' identity keys")
 	f.DurationVar(&g.timeout, "timeout", 10*time.Minute, "how long to wait for a result")
 	f.BoolVar(&g.json, "json", false, "print results as JSON")
-	root.AddCommand(walletCmd(g), signCmd(g), verifyCmd())
+	root.AddCommand(walletCmd(g), signCmd(g), verifyCmd(), initCmd(), identityCmd(), keyCmd(), tokenCmd())
 	return root
 }
 

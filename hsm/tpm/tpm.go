@@ -31,6 +31,7 @@ import (
 	"crypto/sha256"
 	"encoding/asn1"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -428,12 +429,16 @@ func (b *Backend) RotateKey(ctx context.Context) (hsm.KeyRef, error) {
 // --- sealing ---
 
 // authFor derives a sealed object's authorization value from the blob's
-// associated data.
+// associated data. The value is not secret (the AAD is public); it binds the
+// data key to its blob. It is ASCII hex, with no zero byte: go-tpm v0.9.8's
+// hmacKeyFromAuthValue cuts an auth value at its first zero byte instead of
+// trimming trailing zeros only, so a raw digest with a zero byte inside would
+// not authorise (1 in 8 would fail). 16 bytes of SHA-256 in hex: 128 bits.
 func authFor(aad []byte) []byte {
 	h := sha256.New()
 	h.Write([]byte("signerd tpm seal v1\x00"))
 	h.Write(aad)
-	return h.Sum(nil)
+	return []byte(hex.EncodeToString(h.Sum(nil)[:16]))
 }
 
 func pcrSelection(pcrs []uint) tpm2.TPMLPCRSelection {

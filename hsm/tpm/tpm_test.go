@@ -65,6 +65,27 @@ func wantErr(t *testing.T, err, kind error, hintWords ...string) {
 	}
 }
 
+// Auth values must not contain a zero byte (see authFor). This binding's
+// SHA-256 has one inside; it failed to unseal before the fix.
+func TestAuthValueWithoutZeroBytes(t *testing.T) {
+	_, b := initialised(t, "")
+	ctx := testCtx(t)
+	s := hsm.NewSealer(b)
+	for i := 0; i < 20; i++ {
+		bd := hsm.Binding{NodeID: "node0", Purpose: "secret", WalletID: "s1", Epoch: uint64(i)}
+		if bytes.IndexByte(authFor(bd.AAD(hsm.FormatVersion)), 0) >= 0 {
+			t.Fatal("auth value with a zero byte")
+		}
+		blob, err := s.Seal(ctx, []byte("x"), bd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Open(ctx, blob, bd); err != nil {
+			t.Fatalf("epoch %d: %v", i, err)
+		}
+	}
+}
+
 func TestParseURI(t *testing.T) {
 	tests := []struct {
 		uri     string
