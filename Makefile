@@ -3,7 +3,7 @@ GO ?= go
 # time (-p 1): the ECDSA keygen tests are CPU-bound and would starve each other.
 TEST_TIMEOUT ?= 18m
 
-.PHONY: all build test test-slow vet fmt fixtures deps demo bench clean
+.PHONY: all build test vet fmt fixtures deps demo bench clean
 
 all: build
 
@@ -24,10 +24,6 @@ vet:
 
 test: deps vet
 	$(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) ./...
-
-# Adds the 5-party ECDSA keygen test (about 5 CPU-minutes on 2 cores).
-test-slow: deps vet
-	SIGNER_SLOW_TESTS=1 $(GO) test -count=1 -p 1 -timeout 40m ./...
 
 # A local 3-node cluster on SoftHSM2: wallet, two signatures, independent checks.
 demo:

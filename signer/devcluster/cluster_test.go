@@ -11,7 +11,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"github.com/hwsigner/signer/client"
 	"github.com/hwsigner/signer/internal/fixtures"
 	"github.com/hwsigner/signer/internal/testhsm"
+	"github.com/hwsigner/signer/internal/testtpm"
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/routing"
 	"github.com/hwsigner/signer/signer/devcluster"
@@ -64,11 +64,27 @@ func policyFor(t *testing.T, keys map[string]clientKey) *protocol.Policy {
 func start(t *testing.T, n, th int, keys map[string]clientKey) *devcluster.Cluster {
 	t.Helper()
 	testhsm.Setup(t)
+	return startWith(t, n, th, keys, func(string) string { return testhsm.Token(t, "node") })
+}
+
+// startWith starts a cluster whose node backends come from uriFor (called
+// once per node).
+func startWith(t *testing.T, n, th int, keys map[string]clientKey, uriFor func(nodeID string) string) *devcluster.Cluster {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	var mu sync.Mutex
+	uris := map[string]string{}
 	c, err := devcluster.Start(ctx, devcluster.Options{
 		Dir: t.TempDir(), Nodes: n, Threshold: th,
-		TokenURI:      func(string) (string, error) { return testhsm.Token(t, "node"), nil },
+		TokenURI: func(id string) (string, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if uris[id] == "" {
+				uris[id] = uriFor(id)
+			}
+			return uris[id], nil
+		},
 		Policy:        policyFor(t, keys),
 		TestPreParams: fixtures.PreParams(t),
 		SignTimeout:   90 * time.Second,
@@ -116,7 +132,10 @@ func mustHex(t *testing.T, s string) []byte {
 
 func testCeremonies(t *testing.T, n, th int, keyTypes ...string) {
 	keys := newKeys(t)
-	c := start(t, n, th, keys)
+	runCeremonies(t, start(t, n, th, keys), keys, keyTypes...)
+}
+
+func runCeremonies(t *testing.T, c *devcluster.Cluster, keys map[string]clientKey, keyTypes ...string) {
 	cl := newClient(t, c, keys["svcA"])
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
@@ -155,17 +174,27 @@ func testCeremonies(t *testing.T, n, th int, keyTypes ...string) {
 
 func TestCeremonies2of3(t *testing.T) { testCeremonies(t, 3, 1) }
 
-// TestCeremonies3of5 runs EdDSA in `make test`. The 5-party ECDSA keygen
-// takes about 5 minutes of CPU on a 2-core machine (DLN and mod proofs), so
-// the full ECDSA 3-of-5 run is TestCeremonies3of5ECDSA (`make test-slow`).
-func TestCeremonies3of5(t *testing.T) { testCeremonies(t, 5, 2, "ed25519") }
-
-func TestCeremonies3of5ECDSA(t *testing.T) {
-	if os.Getenv("SIGNER_SLOW_TESTS") != "1" {
-		t.Skip("slow (5-party ECDSA keygen): run with SIGNER_SLOW_TESTS=1 or make test-slow")
-	}
-	testCeremonies(t, 5, 2)
+// TestCeremoniesMixedHardware: node0 and node2 seal under TPMs (swtpm, node0
+// bound to PCR 16), node1 under SoftHSM2. Keygen and both signatures work,
+// and every node's round messages are signed by its hardware identity key.
+func TestCeremoniesMixedHardware(t *testing.T) {
+	testhsm.Setup(t)
+	keys := newKeys(t)
+	c := startWith(t, 3, 1, keys, func(id string) string {
+		switch id {
+		case "node0":
+			return testtpm.Start(t).URI("pcrs=16")
+		case "node2":
+			return testtpm.Start(t).URI("")
+		}
+		return testhsm.Token(t, "node")
+	})
+	runCeremonies(t, c, keys)
 }
+
+// TestCeremonies3of5: keygen of both key types among five nodes, then 3-of-5
+// ECDSA and EdDSA signing.
+func TestCeremonies3of5(t *testing.T) { testCeremonies(t, 5, 2) }
 
 // TestHostileRequests: forged, expired, replayed, spoofed clientID and unknown
 // wallet each get the documented outcome and the nodes stay up.
