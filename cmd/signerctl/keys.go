@@ -177,16 +177,17 @@ func withNode(cmd *cobra.Command, nf *nodeFlags, fn func(hsm.Backend, *store.Sto
 	if err := nf.resolve(true); err != nil {
 		return err
 	}
-	st, err := store.Open(nf.storePath, store.Options{})
-	if err != nil {
-		return err
-	}
-	defer st.Close()
+	// The hardware first: a wrong PIN or a missing token must not touch the store.
 	b, err := hsmuri.Open(cmd.Context(), nf.keyURI, nil)
 	if err != nil {
 		return err
 	}
 	defer b.Close()
+	st, err := store.Open(nf.storePath, store.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
 	return fn(b, st)
 }
 

@@ -68,7 +68,7 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("%w: %s: %v (restore the node from its backup)", ErrDamaged, path, err)
 	}
 	s := &Store{db: db, path: path}
-	if !opts.ReadOnly {
+	if !opts.ReadOnly && !s.current() {
 		err = db.Update(func(tx *bolt.Tx) error {
 			for _, b := range [][]byte{bShares, bPool, bJournal, bSecrets, bMeta} {
 				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
@@ -87,6 +87,23 @@ func Open(path string, opts Options) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// current reports whether every bucket exists and the schema is this
+// version's, so that opening an up-to-date store writes nothing.
+func (s *Store) current() bool {
+	ok := false
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bShares, bPool, bJournal, bSecrets, bMeta} {
+			if tx.Bucket(b) == nil {
+				return nil
+			}
+		}
+		v := tx.Bucket(bMeta).Get([]byte("schema"))
+		ok = len(v) == 4 && binary.BigEndian.Uint32(v) == schemaVersion
+		return nil
+	})
+	return ok
 }
 
 // Close closes the database.
