@@ -119,7 +119,6 @@ func TestKeyCommandsTPM(t *testing.T) {
 		t.Fatalf("open after rotate: %v", err)
 	}
 
-
 	// The store is locked while in use (here by this test, as by a running
 	// signerd): a clear error. (swtpm serves one connection: let go of it.)
 	_ = b.Close()
