@@ -29,8 +29,12 @@ test: deps vet
 demo:
 	bash scripts/demo.sh
 
+# Sealing and identity signing per backend (Go benchmarks), then the raw
+# in-process tss-lib ceremonies beside the full node path (client, NATS, three
+# nodes on SoftHSM2), alternating batches, with node/raw ratios.
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchtime 20x ./hsm/... ./signer/...
+	$(GO) test -run '^$$' -bench . -benchtime 200x ./hsm/
+	SIGNER_BENCH=1 $(GO) test -count=1 -run '^TestCompareRawVsNode$$' -v -timeout 60m ./signer/devcluster/ | grep -vE '^(=== RUN|time=|[0-9]{4}/)' 
 
 clean:
 	rm -rf bin dist .demo

@@ -121,6 +121,7 @@ type Session struct {
 	log  *slog.Logger
 	seq  atomic.Uint64
 	done chan struct{}
+	ctx  context.Context // the session's, for replies sent from the NATS callback
 
 	mu       sync.Mutex
 	keys     map[string]cipher.AEAD // pairwise, by peer
@@ -144,7 +145,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Session, error) {
 		return nil, fmt.Errorf("transport: ephemeral key: %w", err)
 	}
 	s := &Session{
-		cfg: cfg, nc: nc, eph: eph,
+		cfg: cfg, nc: nc, eph: eph, ctx: ctx,
 		in:      make(chan ceremony.Inbound, 1024),
 		log:     cfg.Logger.With("session", cfg.SessionID),
 		done:    make(chan struct{}),
@@ -211,10 +212,7 @@ func (s *Session) helloLoop(ctx context.Context) {
 		}
 		s.mu.Unlock()
 		for _, p := range missing {
-			m := &wireMsg{Session: s.cfg.SessionID, From: s.cfg.Self.NodeID, To: p, Kind: "hello", Payload: s.eph.PublicKey().Bytes(), Seen: seen}
-			if err := s.publish(ctx, m); err != nil {
-				s.log.Debug("hello publish failed", "to", p, "err", err)
-			}
+			s.sendHello(ctx, p, seen)
 		}
 		if len(missing) == 0 && len(seen) == len(s.others()) {
 			return
@@ -229,6 +227,15 @@ func (s *Session) helloLoop(ctx context.Context) {
 		if delay < 500*time.Millisecond {
 			delay *= 2
 		}
+	}
+}
+
+// sendHello sends our signed ephemeral key to peer, listing the peers whose
+// keys we hold.
+func (s *Session) sendHello(ctx context.Context, peer string, seen []string) {
+	m := &wireMsg{Session: s.cfg.SessionID, From: s.cfg.Self.NodeID, To: peer, Kind: "hello", Payload: s.eph.PublicKey().Bytes(), Seen: seen}
+	if err := s.publish(ctx, m); err != nil {
+		s.log.Debug("hello publish failed", "to", peer, "err", err)
 	}
 }
 
@@ -341,7 +348,22 @@ func (s *Session) onMsg(msg *nats.Msg) {
 		return
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	reply := false
+	defer func() {
+		var held []string
+		if reply {
+			for p := range s.keys {
+				held = append(held, p)
+			}
+		}
+		s.mu.Unlock()
+		if reply {
+			// Answer at once instead of at the hello loop's next tick: the
+			// peer is subscribed (it just sent from its session) and lacks
+			// our key, so this saves a resend period on every session.
+			s.sendHello(s.ctx, m.From, held)
+		}
+	}()
 	seen := s.seenSeq[m.From]
 	if seen == nil {
 		seen = map[uint64]bool{}
@@ -354,7 +376,7 @@ func (s *Session) onMsg(msg *nats.Msg) {
 	seen[m.Seq] = true
 	switch m.Kind {
 	case "hello":
-		s.onHello(&m)
+		reply = s.onHello(&m)
 	case "msg":
 		if !m.BC && s.keys[m.From] == nil {
 			s.pending = append(s.pending, &m)
@@ -366,23 +388,25 @@ func (s *Session) onMsg(msg *nats.Msg) {
 	}
 }
 
-// onHello runs with s.mu held.
-func (s *Session) onHello(m *wireMsg) {
+// onHello runs with s.mu held. It reports whether the sender still lacks
+// our key (its hello does not list us) and should get our hello now.
+func (s *Session) onHello(m *wireMsg) (reply bool) {
 	for _, p := range m.Seen {
 		if p == s.cfg.Self.NodeID {
 			s.ackedBy[m.From] = true
 		}
 	}
+	reply = !s.ackedBy[m.From]
 	if s.keys[m.From] == nil {
 		peerPub, err := ecdh.X25519().NewPublicKey(m.Payload)
 		if err != nil {
 			s.drop(DropMalformed, "from", m.From)
-			return
+			return false
 		}
 		shared, err := s.eph.ECDH(peerPub)
 		if err != nil {
 			s.drop(DropMalformed, "from", m.From)
-			return
+			return false
 		}
 		a, b := s.cfg.Self.NodeID, m.From
 		if b < a {
@@ -391,7 +415,7 @@ func (s *Session) onHello(m *wireMsg) {
 		key, err := hkdf.Key(sha256.New, shared, []byte(s.cfg.SessionID), "hwsigner/v1/p2p-key|"+a+"|"+b, 32)
 		clear(shared)
 		if err != nil {
-			return
+			return false
 		}
 		block, _ := aes.NewCipher(key)
 		clear(key)
@@ -409,18 +433,13 @@ func (s *Session) onHello(m *wireMsg) {
 		s.pending = rest
 	}
 	if !s.isReady && len(s.keys) == len(s.others()) {
-		all := true
-		for _, p := range s.others() {
-			if !s.ackedBy[p] {
-				all = false
-			}
-		}
-		// Ready as soon as we hold every key; peers that still lack ours are
-		// served by the hello loop.
-		_ = all
+		// Ready as soon as we hold every key; a peer that still lacks ours
+		// gets it from the reply above or the hello loop, and keeps our P2P
+		// messages pending until then.
 		s.isReady = true
 		close(s.ready)
 	}
+	return reply
 }
 
 // deliver runs with s.mu held.
