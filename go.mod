@@ -5,6 +5,7 @@ go 1.26.8
 replace github.com/agl/ed25519 => github.com/binance-chain/edwards25519 v0.0.0-20200305024217-f36fc4b53d43
 
 require (
+	filippo.io/age v1.3.2
 	github.com/ThalesGroup/crypto11 v1.6.2
 	github.com/bnb-chain/tss-lib/v3 v3.0.0
 	github.com/decred/dcrd/dcrec/secp256k1/v4 v4.4.1
@@ -19,6 +20,7 @@ require (
 
 require (
 	filippo.io/bigmod v0.1.0 // indirect
+	filippo.io/hpke v0.4.0 // indirect
 	github.com/agl/ed25519 v0.0.0-20200225211852-fd4d107ace12 // indirect
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
 	github.com/btcsuite/btcd v0.23.4 // indirect
