@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"sync"
@@ -139,7 +140,7 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 
 func (c *Cluster) startNode(ctx context.Context, id string) error {
 	c.mu.Lock()
-	m := c.members[id]
+	m, peers := c.members[id], c.peers
 	c.mu.Unlock()
 	if m.backend == nil {
 		uri, err := c.opts.TokenURI(id)
@@ -150,7 +151,7 @@ func (c *Cluster) startNode(ctx context.Context, id string) error {
 			return err
 		}
 	}
-	st, err := store.Open(filepath.Join(c.opts.Dir, id+".db"), store.Options{})
+	st, err := store.Open(c.StorePath(id), store.Options{})
 	if err != nil {
 		return err
 	}
@@ -160,7 +161,7 @@ func (c *Cluster) startNode(ctx context.Context, id string) error {
 		return err
 	}
 	n, err := node.New(ctx, node.Config{
-		NodeID: id, Committee: c.NodeIDs, Threshold: c.opts.Threshold, Peers: c.peers, Policy: c.opts.Policy,
+		NodeID: id, Committee: c.NodeIDs, Threshold: c.opts.Threshold, Peers: peers, Policy: c.opts.Policy,
 		TestPreParams: c.opts.TestPreParams, SignTimeout: c.opts.SignTimeout, KeygenTimeout: c.opts.KeygenTimeout,
 		Streams: routing.StreamOptions{}, Ready: routing.ReadyOptions{},
 		Logger: c.opts.Logger,
@@ -229,6 +230,78 @@ func (c *Cluster) RestartNode(ctx context.Context, id string) error {
 		return err
 	}
 	return c.WaitReady(ctx, id)
+}
+
+// StorePath is the file of a node's store.
+func (c *Cluster) StorePath(id string) string { return filepath.Join(c.opts.Dir, id+".db") }
+
+// DetachHardware closes a stopped node's key backend, as when its HSM is
+// unplugged or lost. RestartNode reopens it through TokenURI;
+// ReplaceHardware gives the node a new one.
+func (c *Cluster) DetachHardware(id string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := c.members[id]
+	switch {
+	case m == nil:
+		return fmt.Errorf("devcluster: no node %s", id)
+	case m.node != nil:
+		return fmt.Errorf("devcluster: stop %s before detaching its hardware", id)
+	case m.backend == nil:
+		return nil
+	}
+	err := m.backend.Close()
+	m.backend = nil
+	return err
+}
+
+// ReplaceHardware starts a stopped node on a new key backend (uri, whose
+// keys must exist), as after a restore onto a new token or TPM. The node's
+// identity key is the new backend's, so every member must learn it: the
+// other running nodes are restarted with the new peer list, and NodeKeys is
+// replaced by a new map (not changed in place), which clients made from it
+// afterwards use.
+func (c *Cluster) ReplaceHardware(ctx context.Context, id, uri string) error {
+	if err := c.DetachHardware(id); err != nil {
+		return err
+	}
+	b, err := hsmuri.Open(ctx, uri, c.opts.Logger)
+	if err != nil {
+		return fmt.Errorf("devcluster: %s new hardware: %w", id, err)
+	}
+	signer, err := b.Identity(ctx)
+	if err != nil {
+		_ = b.Close()
+		return fmt.Errorf("devcluster: %s new hardware: %w", id, err)
+	}
+	pub, ok := signer.Public().(*ecdsa.PublicKey)
+	if !ok {
+		_ = b.Close()
+		return fmt.Errorf("devcluster: %s identity key is %T, want ECDSA P-256", id, signer.Public())
+	}
+	c.mu.Lock()
+	c.members[id].backend = b
+	c.peers = maps.Clone(c.peers)
+	c.peers[id] = pub
+	keys := maps.Clone(c.NodeKeys)
+	keys[id] = pub
+	c.NodeKeys = keys
+	c.mu.Unlock()
+	// A running node keeps the peer list it started with.
+	var restarted []string
+	for _, other := range c.NodeIDs {
+		if other != id && c.Node(other) != nil {
+			c.StopNode(other)
+			if err := c.startNode(ctx, other); err != nil {
+				return fmt.Errorf("devcluster: restart %s with %s's new key: %w", other, id, err)
+			}
+			restarted = append(restarted, other)
+		}
+	}
+	if err := c.startNode(ctx, id); err != nil {
+		return err
+	}
+	return c.WaitReady(ctx, append(restarted, id)...)
 }
 
 // Stop stops every node and the NATS server.
