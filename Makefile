@@ -3,7 +3,7 @@ GO ?= go
 # time (-p 1): the ECDSA keygen tests are CPU-bound and would starve each other.
 TEST_TIMEOUT ?= 18m
 
-.PHONY: all build test vet fmt fixtures deps demo bench clean
+.PHONY: all build test vet fmt fixtures deps demo bench dist clean
 
 all: build
 
@@ -35,6 +35,11 @@ demo:
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./hsm/
 	SIGNER_BENCH=1 $(GO) test -count=1 -run '^TestCompareRawVsNode$$' -v -timeout 60m ./signer/devcluster/ | grep -vE '^(=== RUN|time=|[0-9]{4}/)' 
+
+# Release tarballs in dist/ (binaries, systemd units, install.sh, docs; and a
+# source tarball with vendor/ for offline rebuilds); see scripts/dist.sh.
+dist:
+	GO=$(GO) bash scripts/dist.sh
 
 clean:
 	rm -rf bin dist .demo
