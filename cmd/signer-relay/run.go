@@ -1,0 +1,77 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hwsigner/signer/relay"
+)
+
+func runCmd() *cobra.Command {
+	var path string
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the relay",
+		Long: `run serves the relay's HTTP API from a YAML config file (strict: unknown
+keys are errors). Bearer tokens and webhook secrets come from file:, env: or
+cred: sources, never from the config or the command line.`,
+		Example: "  signer-relay run --config /etc/signer-relay/relay.yaml",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(path)
+			if err != nil {
+				return err
+			}
+			log := newLogger()
+			r, err := relay.New(*cfg, log)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			srv := &http.Server{
+				Handler:           r.Handler(),
+				ReadHeaderTimeout: 10 * time.Second,
+				IdleTimeout:       2 * time.Minute,
+				ErrorLog:          nil,
+			}
+			ln, err := net.Listen("tcp", cfg.Listen)
+			if err != nil {
+				return err
+			}
+			serveErr := make(chan error, 1)
+			go func() {
+				if cfg.TLS.CertFile != "" {
+					serveErr <- srv.ServeTLS(ln, cfg.TLS.CertFile, cfg.TLS.KeyFile)
+				} else {
+					serveErr <- srv.Serve(ln)
+				}
+			}()
+			log.Info("signer-relay listening", "addr", ln.Addr().String(), "tls", cfg.TLS.CertFile != "", "clients", len(cfg.Clients))
+			runErr := make(chan error, 1)
+			go func() { runErr <- r.Run(ctx) }()
+			select {
+			case err = <-serveErr:
+				cancel()
+				<-runErr
+				return err
+			case err = <-runErr:
+			case <-ctx.Done():
+				err = <-runErr
+			}
+			sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer scancel()
+			_ = srv.Shutdown(sctx)
+			if errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&path, "config", "/etc/signer-relay/relay.yaml", "YAML config file")
+	return cmd
+}

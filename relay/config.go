@@ -1,0 +1,255 @@
+package relay
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/hwsigner/signer/protocol"
+)
+
+// Defaults of Config.
+const (
+	DefaultListen         = "127.0.0.1:8480"
+	DefaultMaxBodyBytes   = 64 << 10
+	DefaultHistoryMaxAge  = 7 * 24 * time.Hour
+	DefaultHistoryDedup   = 24 * time.Hour
+	DefaultDLQMaxAge      = 30 * 24 * time.Hour
+	DefaultWebhookTimeout = 10 * time.Second
+	DefaultWebhookMaxAge  = 24 * time.Hour
+	DefaultInitialBackoff = time.Second
+	DefaultMaxBackoff     = 5 * time.Minute
+	DefaultConcurrency    = 8
+	DefaultPublishTimeout = 5 * time.Second
+)
+
+// Config is signer-relay's YAML configuration (docs/signer-relay.example.yaml).
+// Secrets are never in it: only sources (file:/path, env:NAME, cred:NAME)
+// read with hsm.ReadSecret.
+type Config struct {
+	Listen string `yaml:"listen"`
+	TLS    struct {
+		CertFile string `yaml:"cert_file"`
+		KeyFile  string `yaml:"key_file"`
+	} `yaml:"tls"`
+	// MaxBodyBytes bounds a request body (default 64 KiB).
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// PublishTimeout bounds the wait for JetStream's publish ack.
+	PublishTimeout time.Duration `yaml:"publish_timeout"`
+	// NATS is the relay's own connection: its history and dead-letter
+	// streams. A client without a nats section uses it too.
+	NATS    NATSConfig `yaml:"nats"`
+	Streams struct {
+		// Storage: "file" (default) or "memory" (tests only).
+		Storage       string        `yaml:"storage"`
+		Replicas      int           `yaml:"replicas"`
+		HistoryMaxAge time.Duration `yaml:"history_max_age"`
+		// HistoryDuplicates: dedup window of RELAY_RESULTS (a result
+		// redelivered after a relay crash is stored once).
+		HistoryDuplicates time.Duration `yaml:"history_duplicates"`
+		DLQMaxAge         time.Duration `yaml:"dlq_max_age"`
+	} `yaml:"streams"`
+	Clients map[string]*ClientConfig `yaml:"clients"`
+}
+
+// NATSConfig names a NATS server and the credentials to use.
+type NATSConfig struct {
+	URL       string `yaml:"url"`
+	CredsFile string `yaml:"creds_file"`
+	TLS       struct {
+		CAFile   string `yaml:"ca_file"`
+		CertFile string `yaml:"cert_file"`
+		KeyFile  string `yaml:"key_file"`
+	} `yaml:"tls"`
+	// InboxPrefix: replies come here (default _INBOX_<clientID> for a
+	// client connection, _INBOX for the relay's own).
+	InboxPrefix string `yaml:"inbox_prefix"`
+}
+
+// ClientConfig is one clientID served by the relay.
+type ClientConfig struct {
+	// TokenSource holds the client's bearer tokens, one per line (several
+	// during a rotation): file:/path, env:NAME or cred:NAME.
+	TokenSource string `yaml:"token_source"`
+	// PublicKeys: the client's request-signing keys (PEM or base64 PKIX,
+	// Ed25519 or P-256); the relay never holds a private key.
+	PublicKeys []string `yaml:"public_keys"`
+	// NATS: the client's own NATS user (its permissions allow only its own
+	// result subjects). Empty URL: the relay's connection.
+	NATS    NATSConfig     `yaml:"nats"`
+	Webhook *WebhookConfig `yaml:"webhook"`
+}
+
+// WebhookConfig turns on Standard Webhooks delivery for a client.
+type WebhookConfig struct {
+	URL string `yaml:"url"`
+	// SecretSource yields "whsec_<base64>".
+	SecretSource   string        `yaml:"secret_source"`
+	Timeout        time.Duration `yaml:"timeout"`
+	MaxAge         time.Duration `yaml:"max_age"`
+	InitialBackoff time.Duration `yaml:"initial_backoff"`
+	MaxBackoff     time.Duration `yaml:"max_backoff"`
+	Concurrency    int           `yaml:"concurrency"`
+}
+
+// ParseConfig decodes a YAML config strictly (unknown keys are errors),
+// fills defaults and checks it.
+func ParseConfig(data []byte) (*Config, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if err := c.Check(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Check fills defaults and validates c.
+func (c *Config) Check() error {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		return errors.New("config: tls.cert_file and tls.key_file go together")
+	}
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.MaxBodyBytes > protocol.MaxMessageSize {
+		return fmt.Errorf("config: max_body_bytes above %d (protocol.MaxMessageSize)", protocol.MaxMessageSize)
+	}
+	if c.PublishTimeout <= 0 {
+		c.PublishTimeout = DefaultPublishTimeout
+	}
+	if c.NATS.URL == "" {
+		return errors.New("config: nats.url missing")
+	}
+	if err := c.NATS.check("nats"); err != nil {
+		return err
+	}
+	s := &c.Streams
+	switch s.Storage {
+	case "", "file", "memory":
+	default:
+		return fmt.Errorf("config: streams.storage %q, want file or memory", s.Storage)
+	}
+	if s.Replicas <= 0 {
+		s.Replicas = 1
+	}
+	if s.HistoryMaxAge <= 0 {
+		s.HistoryMaxAge = DefaultHistoryMaxAge
+	}
+	if s.HistoryDuplicates <= 0 {
+		s.HistoryDuplicates = min(DefaultHistoryDedup, s.HistoryMaxAge)
+	}
+	if s.HistoryDuplicates > s.HistoryMaxAge {
+		return errors.New("config: streams.history_duplicates longer than history_max_age")
+	}
+	if s.DLQMaxAge <= 0 {
+		s.DLQMaxAge = DefaultDLQMaxAge
+	}
+	if len(c.Clients) == 0 {
+		return errors.New("config: no clients")
+	}
+	for _, id := range c.ClientIDs() {
+		cl := c.Clients[id]
+		where := "clients." + id
+		if err := protocol.ValidToken(id); err != nil {
+			return fmt.Errorf("config: %s: %w", where, err)
+		}
+		if cl == nil {
+			return fmt.Errorf("config: %s: empty", where)
+		}
+		if cl.TokenSource == "" {
+			return fmt.Errorf("config: %s.token_source missing (file:/path, env:NAME or cred:NAME)", where)
+		}
+		if len(cl.PublicKeys) == 0 {
+			return fmt.Errorf("config: %s.public_keys empty", where)
+		}
+		for i, k := range cl.PublicKeys {
+			if _, err := protocol.ParsePublicKey(k); err != nil {
+				return fmt.Errorf("config: %s.public_keys[%d]: %w", where, i, err)
+			}
+		}
+		if err := cl.NATS.check(where + ".nats"); err != nil {
+			return err
+		}
+		if w := cl.Webhook; w != nil {
+			if err := w.check(where + ".webhook"); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (n *NATSConfig) check(where string) error {
+	if (n.TLS.CertFile == "") != (n.TLS.KeyFile == "") {
+		return fmt.Errorf("config: %s.tls.cert_file and key_file go together", where)
+	}
+	if n.URL == "" && (n.CredsFile != "" || n.TLS.CAFile != "" || n.TLS.CertFile != "") {
+		return fmt.Errorf("config: %s: credentials without url", where)
+	}
+	return nil
+}
+
+func (w *WebhookConfig) check(where string) error {
+	u, err := url.Parse(w.URL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return fmt.Errorf("config: %s.url must be an http(s) URL", where)
+	}
+	if u.User != nil {
+		return fmt.Errorf("config: %s.url must not carry credentials", where)
+	}
+	if w.SecretSource == "" {
+		return fmt.Errorf("config: %s.secret_source missing (file:/path, env:NAME or cred:NAME)", where)
+	}
+	if w.Timeout <= 0 {
+		w.Timeout = DefaultWebhookTimeout
+	}
+	if w.MaxAge <= 0 {
+		w.MaxAge = DefaultWebhookMaxAge
+	}
+	if w.InitialBackoff <= 0 {
+		w.InitialBackoff = DefaultInitialBackoff
+	}
+	if w.MaxBackoff <= 0 {
+		w.MaxBackoff = DefaultMaxBackoff
+	}
+	if w.MaxBackoff < w.InitialBackoff {
+		return fmt.Errorf("config: %s.max_backoff below initial_backoff", where)
+	}
+	if w.Concurrency <= 0 {
+		w.Concurrency = DefaultConcurrency
+	}
+	return nil
+}
+
+// ClientIDs returns the configured clientIDs, sorted.
+func (c *Config) ClientIDs() []string {
+	ids := make([]string, 0, len(c.Clients))
+	for id := range c.Clients {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// redactURL drops user info and query from a URL for logs.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "<unparsable url>"
+	}
+	u.User, u.RawQuery = nil, ""
+	return strings.TrimSuffix(u.String(), "?")
+}

@@ -1,0 +1,56 @@
+package relay
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/hwsigner/signer/protocol"
+)
+
+// Handler returns the relay's HTTP API:
+//
+//	POST /v1/wallets   keygen request (signed envelope)   -> 202 {"request_id"}
+//	POST /v1/sign      signing request                     -> 202
+//	POST /v1/reshare   resharing request                   -> 202
+//	GET  /v1/events    Server-Sent Events of results (Last-Event-ID resumes)
+//	GET  /v1/results   long polling (?after=CURSOR&wait=30s&limit=100)
+//	GET  /healthz      the process is up
+//	GET  /readyz       NATS connected and streams/consumers set up
+//	GET  /metrics      Prometheus
+func (r *Relay) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/v1/wallets", r.handleSubmit(protocol.OpKeygen))
+	mux.Handle("/v1/sign", r.handleSubmit(protocol.OpSign))
+	mux.Handle("/v1/reshare", r.handleSubmit(protocol.OpReshare))
+	mux.HandleFunc("/v1/events", r.handleEvents)
+	mux.HandleFunc("/v1/results", r.handleResults)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !r.ready.Load() || !r.natsUp() {
+			writeError(w, http.StatusServiceUnavailable, CodeNATSUnavailable, "not connected to NATS or not set up yet")
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(r.m.Registry, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// authGet checks the method (GET) and the bearer token of a read endpoint.
+func (r *Relay) authGet(w http.ResponseWriter, req *http.Request) (string, bool) {
+	if req.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		writeError(w, http.StatusMethodNotAllowed, CodeMethodNotAllowed, "use GET")
+		return "", false
+	}
+	id, err := r.tokens.authenticate(req)
+	if err != nil {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="signer-relay"`)
+		writeError(w, http.StatusUnauthorized, CodeUnauthenticated, err.Error())
+		return "", false
+	}
+	return id, true
+}

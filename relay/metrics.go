@@ -1,0 +1,65 @@
+package relay
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics are the relay's Prometheus collectors, in a registry of their own.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	requests    *prometheus.CounterVec
+	forwarded   *prometheus.CounterVec
+	deliveries  *prometheus.CounterVec
+	retries     *prometheus.CounterVec
+	deadLetters *prometheus.CounterVec
+	latency     *prometheus.HistogramVec
+	attempt     *prometheus.HistogramVec
+	streams     prometheus.Gauge
+}
+
+// NewMetrics registers the relay's collectors (and the Go and process
+// collectors) in a new registry.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "signer_relay_requests_total",
+			Help: "HTTP requests (wallets, sign, reshare) by client, op and outcome code (ACCEPTED or an error code).",
+		}, []string{"client_id", "op", "code"}),
+		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "signer_relay_results_forwarded_total",
+			Help: "Results taken from MPC_RESULTS into the relay's history, by outcome (stored, retry, dropped).",
+		}, []string{"client_id", "outcome"}),
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "signer_relay_webhook_deliveries_total",
+			Help: "Webhook delivery attempts by outcome (success, http_error, network_error, dead_letter).",
+		}, []string{"client_id", "outcome"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "signer_relay_webhook_retries_total",
+			Help: "Webhook deliveries scheduled for another attempt.",
+		}, []string{"client_id"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "signer_relay_webhook_dead_letters_total",
+			Help: "Results moved to RELAY_DLQ after max_age of failed deliveries.",
+		}, []string{"client_id"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "signer_relay_webhook_delivery_latency_seconds",
+			Help:    "From the result entering the relay's history to its 2xx webhook answer (retries included).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 20),
+		}, []string{"client_id"}),
+		attempt: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "signer_relay_webhook_attempt_seconds",
+			Help:    "Duration of successful webhook HTTP attempts.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}, []string{"client_id"}),
+		streams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "signer_relay_sse_streams",
+			Help: "Open Server-Sent Events streams.",
+		}),
+	}
+	m.Registry.MustRegister(m.requests, m.forwarded, m.deliveries, m.retries, m.deadLetters, m.latency, m.attempt, m.streams,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
