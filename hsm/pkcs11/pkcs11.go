@@ -16,6 +16,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/ThalesGroup/crypto11"
 	p11 "github.com/miekg/pkcs11"
@@ -45,7 +46,7 @@ var _ hsm.Backend = (*Backend)(nil)
 
 // Open logs into the token named by cfg. It does not require the wrapping key
 // to exist (InitKeys creates it); WrapKey fails with ErrKeyNotFound until then.
-func Open(_ context.Context, cfg Config, logger *slog.Logger) (b *Backend, err error) {
+func Open(ctx context.Context, cfg Config, logger *slog.Logger) (b *Backend, err error) {
 	defer hsm.Recover("pkcs11 open", &err)
 	if logger == nil {
 		logger = slog.Default()
@@ -61,13 +62,28 @@ func Open(_ context.Context, cfg Config, logger *slog.Logger) (b *Backend, err e
 	if err := checkToken(cfg, pin); err != nil {
 		return nil, err
 	}
-	c11, err := crypto11.Configure(&crypto11.Config{
-		Path:        cfg.ModulePath,
-		TokenLabel:  cfg.Token,
-		Pin:         string(pin),
-		GCMIVLength: gcmNonceLen,
-		MaxSessions: 8,
-	})
+	var c11 *crypto11.Context
+	for attempt := 1; ; attempt++ {
+		c11, err = crypto11.Configure(&crypto11.Config{
+			Path:        cfg.ModulePath,
+			TokenLabel:  cfg.Token,
+			Pin:         string(pin),
+			GCMIVLength: gcmNonceLen,
+			MaxSessions: 8,
+		})
+		// SoftHSM2 (and some HSMs) answer CKR_GENERAL_ERROR now and then
+		// when several processes open tokens of one store at once; the
+		// token and PIN were just checked, so a short retry is safe.
+		if err == nil || attempt == 3 || !strings.Contains(err.Error(), "CKR_GENERAL_ERROR") {
+			break
+		}
+		logger.Warn("PKCS#11 module busy; retrying", "token", cfg.Token, "attempt", attempt)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+		}
+	}
 	if err != nil {
 		return nil, mapErr("pkcs11 open", err)
 	}
