@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,7 +36,7 @@ type ClusterInfo struct {
 	Nodes     int               `json:"nodes"`
 }
 
-func devCmd() *cobra.Command {
+func devCmd(lv *slog.LevelVar) *cobra.Command {
 	var (
 		nodes, signers, port int
 		dir, fixtures        string
@@ -58,7 +59,7 @@ there.
 --threshold is the number of nodes that must sign (2 for 2-of-3).`,
 		Example: "  signerd dev --nodes 3 --threshold 2 --dir ./.demo",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log := newLogger()
+			log := newLogger(lv)
 			if signers < 2 || signers > nodes {
 				return fmt.Errorf("--threshold must be between 2 and --nodes (%d), got %d", nodes, signers)
 			}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -31,13 +32,23 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(devCmd(), runCmd())
+	lv := &slog.LevelVar{}
+	root.PersistentFlags().Var(levelFlag{lv}, "log-level", "log level: debug, info, warn or error (logs are JSON when stderr is not a terminal)")
+	root.AddCommand(devCmd(lv), runCmd(lv))
 	return root
 }
 
-func newLogger() *slog.Logger {
+// levelFlag is --log-level as a pflag.Value.
+type levelFlag struct{ lv *slog.LevelVar }
+
+func (f levelFlag) String() string     { return strings.ToLower(f.lv.Level().String()) }
+func (f levelFlag) Set(s string) error { return f.lv.UnmarshalText([]byte(s)) }
+func (f levelFlag) Type() string       { return "level" }
+
+func newLogger(lv *slog.LevelVar) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: lv}
 	if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+		return slog.New(slog.NewTextHandler(os.Stderr, opts))
 	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 }

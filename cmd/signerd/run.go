@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"sort"
 	"strings"
@@ -14,8 +15,13 @@ import (
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	hsmuri "github.com/hwsigner/signer/hsm/uri"
 	"github.com/hwsigner/signer/protocol"
+	"github.com/hwsigner/signer/signer/health"
+	"github.com/hwsigner/signer/signer/metrics"
 	"github.com/hwsigner/signer/signer/node"
 	"github.com/hwsigner/signer/signer/store"
 )
@@ -26,7 +32,17 @@ type Config struct {
 	NATS   struct {
 		URL       string `yaml:"url"`
 		CredsFile string `yaml:"creds_file"`
+		TLS       struct {
+			CAFile   string `yaml:"ca_file"`
+			CertFile string `yaml:"cert_file"`
+			KeyFile  string `yaml:"key_file"`
+		} `yaml:"tls"`
 	} `yaml:"nats"`
+	HTTP struct {
+		// Listen is where /healthz, /readyz and /metrics are served
+		// (default 127.0.0.1:9464; "off" disables them).
+		Listen string `yaml:"listen"`
+	} `yaml:"http"`
 	KeyURI        string            `yaml:"key_uri"`
 	StorePath     string            `yaml:"store_path"`
 	Threshold     int               `yaml:"threshold"` // nodes that must sign (t+1)
@@ -34,6 +50,7 @@ type Config struct {
 	PolicyFile    string            `yaml:"policy_file"`
 	SignTimeout   time.Duration     `yaml:"sign_timeout"`
 	KeygenTimeout time.Duration     `yaml:"keygen_timeout"`
+	DrainTimeout  time.Duration     `yaml:"drain_timeout"` // graceful stop: how long running sessions may take
 }
 
 // ParseConfig decodes and checks a config file. Unknown fields are errors;
@@ -70,10 +87,16 @@ func ParseConfig(data []byte) (*Config, error) {
 	if strings.Contains(c.KeyURI, "pin-value") {
 		return nil, errors.New("config: key_uri must not contain pin-value; use pin-source=file:, env: or cred:")
 	}
+	if (c.NATS.TLS.CertFile == "") != (c.NATS.TLS.KeyFile == "") {
+		return nil, errors.New("config: nats.tls.cert_file and nats.tls.key_file go together")
+	}
+	if c.HTTP.Listen == "" {
+		c.HTTP.Listen = "127.0.0.1:9464"
+	}
 	return &c, nil
 }
 
-func runCmd() *cobra.Command {
+func runCmd(lv *slog.LevelVar) *cobra.Command {
 	var path string
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -91,7 +114,7 @@ line), its store, its peers' identity keys and the client policy.`,
 			if err != nil {
 				return err
 			}
-			log := newLogger().With("node", cfg.NodeID)
+			log := newLogger(lv) // the node adds its "node" attribute
 			ctx := cmd.Context()
 			policy, err := protocol.LoadPolicyFile(cfg.PolicyFile)
 			if err != nil {
@@ -122,22 +145,46 @@ line), its store, its peers' identity keys and the client policy.`,
 				return err
 			}
 			defer st.Close()
-			opts := []nats.Option{nats.Name("signerd-" + cfg.NodeID), nats.MaxReconnects(-1)}
-			if cfg.NATS.CredsFile != "" {
-				opts = append(opts, nats.UserCredentials(cfg.NATS.CredsFile))
-			}
-			nc, err := nats.Connect(cfg.NATS.URL, opts...)
+			nc, err := nats.Connect(cfg.NATS.URL, natsOptions(cfg, log)...)
 			if err != nil {
 				return fmt.Errorf("connect to NATS %s: %w", cfg.NATS.URL, err)
 			}
 			defer nc.Close()
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			m, err := metrics.New(reg)
+			if err != nil {
+				return err
+			}
+			if err := m.PoolDepth(reg, st.PoolDepth); err != nil {
+				return err
+			}
 			n, err := node.New(ctx, node.Config{
 				NodeID: cfg.NodeID, Committee: committee, Threshold: cfg.Threshold - 1, Peers: peers, Policy: policy,
-				SignTimeout: cfg.SignTimeout, KeygenTimeout: cfg.KeygenTimeout, Logger: log,
+				SignTimeout: cfg.SignTimeout, KeygenTimeout: cfg.KeygenTimeout, DrainTimeout: cfg.DrainTimeout,
+				Metrics: m, Logger: log,
 			}, nc, backend, st)
 			if err != nil {
 				return err
 			}
+			checker := health.NewChecker(3*time.Second, readinessChecks(nc, n, backend)...)
+			if cfg.HTTP.Listen != "off" {
+				addr, err := health.Serve(ctx, cfg.HTTP.Listen, health.Handler(checker, reg), log)
+				if err != nil {
+					return err
+				}
+				log.Info("serving /healthz, /readyz, /metrics", "addr", addr.String())
+			}
+			go func() {
+				select {
+				case <-n.Ready():
+				case <-ctx.Done():
+					return
+				}
+				health.NotifyReady("node " + cfg.NodeID + " serving")
+				health.Watchdog(ctx, checker, log)
+			}()
+			go func() { <-ctx.Done(); health.NotifyStopping() }()
 			return n.Run(ctx)
 		},
 	}

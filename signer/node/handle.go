@@ -26,6 +26,7 @@ func (n *Node) handle(ctx context.Context, m jetstream.Msg) {
 	op, _, err := routing.ParseRequestSubject(m.Subject())
 	if err != nil {
 		n.stats.Rejected.Add(1)
+		n.m.Request("unknown", "dropped_subject")
 		n.log.Warn("request on an unexpected subject dropped", "subject", m.Subject())
 		return
 	}
@@ -33,6 +34,7 @@ func (n *Node) handle(ctx context.Context, m jetstream.Msg) {
 	req, derr := protocol.DecodeRequest(op, raw)
 	if req == nil {
 		n.stats.Rejected.Add(1)
+		n.m.Request(op, "dropped_malformed")
 		n.log.Warn("malformed request dropped", "op", op, "err", derr)
 		return
 	}
@@ -40,11 +42,13 @@ func (n *Node) handle(ctx context.Context, m jetstream.Msg) {
 	pub, aerr := n.cfg.Policy.Authorize(env.KeyID, env.ClientID, op)
 	if errors.Is(aerr, protocol.ErrUnknownKey) {
 		n.stats.InvalidSignature.Add(1)
+		n.m.Request(op, "dropped_unauthenticated")
 		n.log.Warn("request from an unknown client key dropped", "key_id", env.KeyID, "request_id", env.RequestID)
 		return
 	}
 	if err := protocol.VerifyRequest(raw, pub); err != nil {
 		n.stats.InvalidSignature.Add(1)
+		n.m.Request(op, "dropped_unauthenticated")
 		n.log.Warn("request with a bad signature dropped", "key_id", env.KeyID, "request_id", env.RequestID)
 		return
 	}
@@ -90,9 +94,11 @@ func (n *Node) handle(ctx context.Context, m jetstream.Msg) {
 		res.SetError(protocol.CodeReplayed, "request_id "+env.RequestID+" was already processed")
 		n.publishWithID(ctx, res, "replay-"+env.RequestID+"-"+fmt.Sprint(time.Now().UnixNano()))
 		n.stats.Rejected.Add(1)
+		n.m.Request(op, res.ErrorCode)
 		return
 	}
 	n.stats.Accepted.Add(1)
+	n.m.Request(op, "accepted")
 	switch r := req.(type) {
 	case *protocol.KeygenRequest:
 		n.keygen(ctx, r, res)
@@ -122,6 +128,7 @@ func (n *Node) handle(ctx context.Context, m jetstream.Msg) {
 
 func (n *Node) reject(ctx context.Context, res *protocol.Result, why string) {
 	n.stats.Rejected.Add(1)
+	n.m.Request(res.Op, res.ErrorCode)
 	n.log.Info("request rejected", "why", why, "code", res.ErrorCode, "request_id", res.RequestID, "client_id", res.ClientID)
 	n.publish(ctx, res)
 }

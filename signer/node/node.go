@@ -25,6 +25,7 @@ import (
 	"github.com/hwsigner/signer/hsm"
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/routing"
+	"github.com/hwsigner/signer/signer/metrics"
 	"github.com/hwsigner/signer/signer/store"
 	"github.com/hwsigner/signer/signer/transport"
 )
@@ -49,7 +50,18 @@ type Config struct {
 	// it; the config file cannot.
 	TestPreParams []*ecdsakeygen.LocalPreParams
 
-	Logger *slog.Logger
+	// HandshakeTimeout bounds a session's start: every chosen peer must
+	// answer within it, or the request fails with NODES_NOT_READY (a peer
+	// died before the readiness TTL noticed). Default 10 s.
+	HandshakeTimeout time.Duration
+
+	// DrainTimeout bounds a graceful stop: when Run's context ends the node
+	// takes no new request, and sessions still running get this long to
+	// finish before they are cancelled. Default 60 s.
+	DrainTimeout time.Duration
+
+	Metrics *metrics.Metrics // nil: no metrics
+	Logger  *slog.Logger
 }
 
 // Node is a running signer node.
@@ -68,6 +80,9 @@ type Node struct {
 	poolMu      sync.Mutex
 
 	stats    Stats
+	m        *metrics.Metrics
+	isReady  chan struct{} // closed once requests are being consumed
+	draining atomic.Bool
 	drops    sync.Map // reason -> *atomic.Int64
 	inflight sync.Map // walletID -> chan struct{}: keygens not finished yet
 	running  sync.WaitGroup
@@ -110,6 +125,13 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, backend hsm.Backend, st
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = time.Minute
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	backend = cfg.Metrics.InstrumentBackend(backend)
 	id, err := backend.Identity(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("node identity: %w", err)
@@ -123,7 +145,7 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, backend hsm.Backend, st
 	}
 	return &Node{
 		cfg: cfg, nc: nc, js: js, st: st, sealer: hsm.NewSealer(backend), identity: id,
-		log: cfg.Logger.With("node", cfg.NodeID),
+		log: cfg.Logger.With("node", cfg.NodeID), m: cfg.Metrics, isReady: make(chan struct{}),
 	}, nil
 }
 
@@ -134,7 +156,15 @@ func (n *Node) Stats() *Stats { return &n.stats }
 func (n *Node) Dropped(reason string) {
 	v, _ := n.drops.LoadOrStore(reason, new(atomic.Int64))
 	v.(*atomic.Int64).Add(1)
+	n.m.Dropped(reason)
 }
+
+// Ready is closed once the node consumes requests (streams, readiness
+// bucket and consumer are set up).
+func (n *Node) Ready() <-chan struct{} { return n.isReady }
+
+// Draining reports whether the node is stopping: it takes no new request.
+func (n *Node) Draining() bool { return n.draining.Load() }
 
 // Drops returns dropped round messages by reason.
 func (n *Node) Drops() map[string]int64 {
@@ -162,7 +192,7 @@ func (n *Node) Run(ctx context.Context) error {
 	if ttl <= 0 {
 		ttl = routing.DefaultReadyTTL
 	}
-	if n.ready, err = watchReadiness(ctx, kv, ttl); err != nil {
+	if n.ready, err = watchReadiness(ctx, kv, ttl, n.log); err != nil {
 		return fmt.Errorf("readiness watch: %w", err)
 	}
 	cons, err := routing.NodeConsumer(ctx, n.js, n.cfg.NodeID)
@@ -178,6 +208,10 @@ func (n *Node) Run(ctx context.Context) error {
 	if n.cfg.TestPreParams == nil {
 		go n.fillPool(ctx)
 	}
+	// Sessions run under workCtx, not ctx: a stop lets them finish (up to
+	// DrainTimeout) instead of cutting every ceremony at once.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		n.running.Add(1)
 		// Messages arrive here in stream order: registering a keygen before
@@ -187,17 +221,32 @@ func (n *Node) Run(ctx context.Context) error {
 		go func() {
 			defer n.running.Done()
 			defer done()
-			n.handle(ctx, m)
+			n.handle(workCtx, m)
 		}()
 	})
 	if err != nil {
 		return fmt.Errorf("consume: %w", err)
 	}
 	n.log.Info("node running", "committee", n.cfg.Committee, "threshold", n.cfg.Threshold)
+	close(n.isReady)
 	<-ctx.Done()
+
+	// Graceful stop: no new requests (undelivered ones stay in the durable
+	// consumer for the next start), leave the ready set so that peers stop
+	// choosing this node, let running sessions finish.
+	n.draining.Store(true)
 	cc.Stop()
-	n.running.Wait()
-	_ = kv.Delete(context.Background(), n.cfg.NodeID)
+	_ = kv.Delete(context.WithoutCancel(ctx), n.cfg.NodeID)
+	drained := make(chan struct{})
+	go func() { n.running.Wait(); close(drained) }()
+	select {
+	case <-drained:
+		n.log.Info("node stopped; every running session finished")
+	case <-time.After(n.cfg.DrainTimeout):
+		n.log.Warn("drain timeout: cancelling the sessions still running", "timeout", n.cfg.DrainTimeout)
+		cancelWork()
+		<-drained
+	}
 	return nil
 }
 
@@ -264,18 +313,19 @@ func sessionID(parts ...string) string {
 }
 
 func (n *Node) openSession(ctx context.Context, sid string, parties []string) (*transport.Session, error) {
-	peers := map[string]*ecdsa.PublicKey{}
-	for _, p := range parties {
-		peers[p] = n.cfg.Peers[p]
-	}
+	// Every committee member's key, not only the participants': a member
+	// that chose another signer set is then recognised, and the session
+	// fails fast (ErrPartiesDiffer) instead of waiting for its deadline.
 	s, err := transport.Open(ctx, n.nc, transport.Config{
 		SessionID: sid, Self: transport.Identity{NodeID: n.cfg.NodeID, Signer: n.identity},
-		Participants: parties, Peers: peers, Counters: n, Logger: n.log,
+		Participants: parties, Peers: n.cfg.Peers, Counters: n, Logger: n.log,
 	})
 	if err != nil {
 		return nil, err
 	}
-	if err := s.WaitReady(ctx); err != nil {
+	hctx, cancel := context.WithTimeout(ctx, n.cfg.HandshakeTimeout)
+	defer cancel()
+	if err := s.WaitReady(hctx); err != nil {
 		s.Close()
 		return nil, err
 	}

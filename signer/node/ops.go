@@ -15,6 +15,7 @@ import (
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/signer/ceremony"
 	"github.com/hwsigner/signer/signer/store"
+	"github.com/hwsigner/signer/signer/transport"
 )
 
 func shareBinding(node, wallet, keyType string, epoch uint64) hsm.Binding {
@@ -24,10 +25,14 @@ func shareBinding(node, wallet, keyType string, epoch uint64) hsm.Binding {
 // failure maps an error to a stable code.
 func failure(res *protocol.Result, ctx context.Context, err error) {
 	switch {
+	case errors.Is(err, transport.ErrNotReady) && ctx.Err() == nil:
+		res.SetError(protocol.CodeNodesNotReady, "a chosen signer did not join in time (it may have just stopped); retry the request: "+err.Error())
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
 		res.SetError(protocol.CodeTimeout, "session deadline passed: "+err.Error())
 	case errors.Is(err, hsm.ErrBackendFailure), errors.Is(err, hsm.ErrTampered), errors.Is(err, hsm.ErrKeyNotFound):
 		res.SetError(protocol.CodeHSMFailure, err.Error())
+	case errors.Is(err, transport.ErrPartiesDiffer):
+		res.SetError(protocol.CodeNodesNotReady, "the nodes disagreed on which of them are ready (one just stopped or started); retry the request: "+err.Error())
 	case errors.Is(err, ceremony.ErrParty):
 		res.SetError(protocol.CodeCeremonyFailed, err.Error())
 	default:
@@ -70,7 +75,17 @@ func (n *Node) keygen(ctx context.Context, r *protocol.KeygenRequest, res *proto
 	}
 }
 
-func (n *Node) keygenOne(ctx context.Context, sid string, r *protocol.KeygenRequest, kt string) ([]byte, error) {
+func (n *Node) keygenOne(ctx context.Context, sid string, r *protocol.KeygenRequest, kt string) (_ []byte, err error) {
+	done := n.m.SessionStarted(protocol.OpKeygen, kt)
+	defer func() {
+		if err != nil {
+			res := &protocol.Result{}
+			failure(res, ctx, err)
+			done(res.ErrorCode)
+			return
+		}
+		done("success")
+	}()
 	var pre *ecdsakeygen.LocalPreParams
 	if kt == protocol.KeyTypeSecp256k1 {
 		var err error
@@ -137,15 +152,26 @@ func (n *Node) sign(ctx context.Context, r *protocol.SigningRequest, res *protoc
 		res.SetError(protocol.CodeBadRequest, "HD derivation paths are not supported by this node version yet")
 		return
 	}
-	signers := chooseSigners(r.RequestID, meta.Committee, n.readyNodes(ctx), meta.Threshold)
+	ready := n.readyNodes(ctx)
+	signers := chooseSigners(r.RequestID, meta.Committee, ready, meta.Threshold)
+	n.log.Debug("signers chosen", "request_id", r.RequestID, "signers", signers, "ready", ready)
 	if signers == nil {
 		res.SetError(protocol.CodeNodesNotReady, fmt.Sprintf("fewer than %d committee members are ready", meta.Threshold+1))
 		return
 	}
 	if !contains(signers, n.cfg.NodeID) {
 		res.ResultType = "" // not chosen: stay out, publish nothing
+		n.observe(ctx, sessionID("sign", r.RequestID), signers)
 		return
 	}
+	done := n.m.SessionStarted(protocol.OpSign, r.KeyType)
+	defer func() {
+		if res.Succeeded() {
+			done("success")
+		} else {
+			done(res.ErrorCode)
+		}
+	}()
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.SignTimeout)
 	defer cancel()
 	pt, err := n.sealer.Open(ctx, sealed, shareBinding(n.cfg.NodeID, r.WalletID, r.KeyType, meta.Epoch))
@@ -191,6 +217,28 @@ func (n *Node) sign(ctx context.Context, r *protocol.SigningRequest, res *protoc
 	if err := res.SetEdDSASignature(sig.Signature); err != nil {
 		res.SetError(protocol.CodeInternal, err.Error())
 	}
+}
+
+// observe listens, for a short while, on a session this node was not chosen
+// for: if a member whose readiness view differs chose it, that member's hello
+// gets our signer set back and its session fails fast (NODES_NOT_READY)
+// instead of waiting for a node that will never join.
+func (n *Node) observe(ctx context.Context, sid string, signers []string) {
+	window := min(n.cfg.SignTimeout, 10*time.Second)
+	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), window)
+	obs, err := transport.Open(octx, n.nc, transport.Config{
+		SessionID: sid, Self: transport.Identity{NodeID: n.cfg.NodeID, Signer: n.identity},
+		Participants: signers, Peers: n.cfg.Peers, Counters: n, Logger: n.log,
+	})
+	if err != nil {
+		cancel()
+		return
+	}
+	go func() {
+		<-octx.Done()
+		obs.Close()
+		cancel()
+	}()
 }
 
 func contains(xs []string, x string) bool {

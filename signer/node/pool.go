@@ -65,7 +65,7 @@ func (n *Node) fillPool(ctx context.Context) {
 			}
 			continue
 		}
-		n.log.Info("pre-params set added to the pool", "took", time.Since(start).Round(time.Second))
+		n.log.Info("pre-params set added to the pool", "took", time.Since(start).Round(time.Second).String())
 	}
 }
 
@@ -74,20 +74,27 @@ func (n *Node) addPreParams(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	return AddPreParams(ctx, n.sealer, n.st, n.cfg.NodeID, pp)
+}
+
+// AddPreParams seals one pre-params set for nodeID and adds it to the pool
+// in st. Nodes call it from their background generator; it also lets sets
+// generated elsewhere (an offline machine with more cores) be imported.
+func AddPreParams(ctx context.Context, s *hsm.Sealer, st *store.Store, nodeID string, pp *ecdsakeygen.LocalPreParams) error {
 	pt, err := preparams.Marshal(pp)
 	if err != nil {
 		return err
 	}
 	defer hsm.Zero(pt)
-	id, err := n.st.NextPoolID()
+	id, err := st.NextPoolID()
 	if err != nil {
 		return err
 	}
-	sealed, err := n.sealer.Seal(ctx, pt, poolBinding(n.cfg.NodeID, id))
+	sealed, err := s.Seal(ctx, pt, poolBinding(nodeID, id))
 	if err != nil {
 		return fmt.Errorf("seal pre-params: %w", err)
 	}
-	return n.st.PushPreParams(id, sealed)
+	return st.PushPreParams(id, sealed)
 }
 
 func indexOf(xs []string, x string) int {

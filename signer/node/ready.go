@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -18,7 +19,7 @@ type readiness struct {
 	last map[string]time.Time
 }
 
-func watchReadiness(ctx context.Context, kv jetstream.KeyValue, ttl time.Duration) (*readiness, error) {
+func watchReadiness(ctx context.Context, kv jetstream.KeyValue, ttl time.Duration, log *slog.Logger) (*readiness, error) {
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		return nil, err
@@ -34,12 +35,14 @@ func watchReadiness(ctx context.Context, kv jetstream.KeyValue, ttl time.Duratio
 				return
 			case e, ok := <-w.Updates():
 				if !ok {
+					log.Warn("readiness watcher ended")
 					return
 				}
 				if e == nil { // end of the initial values
 					once.Do(func() { close(initial) })
 					continue
 				}
+				log.Debug("readiness update", "peer", e.Key(), "op", e.Operation().String(), "at", e.Created())
 				r.mu.Lock()
 				if e.Operation() == jetstream.KeyValuePut {
 					r.last[e.Key()] = e.Created()

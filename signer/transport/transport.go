@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -75,6 +76,7 @@ type wireMsg struct {
 	BC      bool     `json:"b,omitempty"`
 	Payload []byte   `json:"p"`
 	Seen    []string `json:"seen,omitempty"` // hello: peers whose hello we hold
+	Parties []string `json:"ps,omitempty"`   // hello: the sender's participant set, sorted
 	Sig     []byte   `json:"sig"`
 }
 
@@ -99,10 +101,14 @@ func (m *wireMsg) signingInput() []byte {
 	h.Write(m.Payload)
 	seen := append([]string(nil), m.Seen...)
 	sort.Strings(seen)
-	for _, s := range seen {
-		binary.BigEndian.PutUint32(l[:], uint32(len(s)))
+	for _, list := range [][]string{seen, m.Parties} {
+		binary.BigEndian.PutUint32(l[:], uint32(len(list)))
 		h.Write(l[:])
-		h.Write([]byte(s))
+		for _, s := range list {
+			binary.BigEndian.PutUint32(l[:], uint32(len(s)))
+			h.Write(l[:])
+			h.Write([]byte(s))
+		}
 	}
 	return h.Sum(nil)
 }
@@ -131,7 +137,17 @@ type Session struct {
 	ready    chan struct{}
 	isReady  bool
 	closeOne sync.Once
+	failed   chan struct{} // closed when the session cannot proceed
+	failErr  error
+	failOne  sync.Once
+	told     map[string]bool // non-participants told our set
 }
+
+// ErrPartiesDiffer is returned when another committee member runs the same
+// session with a different participant set: the nodes' readiness views
+// disagreed (a node had just stopped or started). Retrying the request
+// succeeds once the views agree again.
+var ErrPartiesDiffer = errors.New("transport: nodes chose different signer sets (their readiness views disagree)")
 
 // Open subscribes to the session's subject and starts the signed X25519
 // handshake. Ready is closed once every participant's key is known and every
@@ -153,6 +169,8 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Session, error) {
 		ackedBy: map[string]bool{},
 		seenSeq: map[string]map[uint64]bool{},
 		ready:   make(chan struct{}),
+		failed:  make(chan struct{}),
+		told:    map[string]bool{},
 	}
 	s.sub, err = nc.Subscribe(Subject(cfg.SessionID, cfg.Self.NodeID), s.onMsg)
 	if err != nil {
@@ -162,7 +180,11 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Session, error) {
 		_ = s.sub.Unsubscribe()
 		return nil, fmt.Errorf("transport: pending limits: %w", err)
 	}
-	go s.helloLoop(ctx)
+	if s.isParticipant(cfg.Self.NodeID) {
+		go s.helloLoop(ctx)
+	}
+	// Otherwise this node observes: it chose a signer set without itself
+	// and only answers the hellos of members that chose it (see onMsg).
 	return s, nil
 }
 
@@ -233,7 +255,7 @@ func (s *Session) helloLoop(ctx context.Context) {
 // sendHello sends our signed ephemeral key to peer, listing the peers whose
 // keys we hold.
 func (s *Session) sendHello(ctx context.Context, peer string, seen []string) {
-	m := &wireMsg{Session: s.cfg.SessionID, From: s.cfg.Self.NodeID, To: peer, Kind: "hello", Payload: s.eph.PublicKey().Bytes(), Seen: seen}
+	m := &wireMsg{Session: s.cfg.SessionID, From: s.cfg.Self.NodeID, To: peer, Kind: "hello", Payload: s.eph.PublicKey().Bytes(), Seen: seen, Parties: s.parties()}
 	if err := s.publish(ctx, m); err != nil {
 		s.log.Debug("hello publish failed", "to", peer, "err", err)
 	}
@@ -335,7 +357,7 @@ func (s *Session) onMsg(msg *nats.Msg) {
 		return
 	}
 	pub := s.cfg.Peers[m.From]
-	if pub == nil || !s.isParticipant(m.From) || m.From == s.cfg.Self.NodeID {
+	if pub == nil || m.From == s.cfg.Self.NodeID {
 		s.drop(DropUnknownPeer, "from", m.From)
 		return
 	}
@@ -345,6 +367,25 @@ func (s *Session) onMsg(msg *nats.Msg) {
 	}
 	if m.Session != s.cfg.SessionID || m.To != s.cfg.Self.NodeID {
 		s.drop(DropWrongSession, "from", m.From)
+		return
+	}
+	if m.Kind == "hello" && !slices.Equal(m.Parties, s.parties()) {
+		// An authentic committee member runs this session with another
+		// signer set (the readiness views disagreed): fail fast instead of
+		// waiting out the deadline, and tell it our set so that it fails
+		// fast too. An observer (not in its own set) only tells.
+		s.fail(fmt.Errorf("%w: %s chose %v, this node chose %v", ErrPartiesDiffer, m.From, m.Parties, s.parties()))
+		s.mu.Lock()
+		tell := !s.told[m.From]
+		s.told[m.From] = true
+		s.mu.Unlock()
+		if tell {
+			s.sendHello(s.ctx, m.From, nil)
+		}
+		return
+	}
+	if !s.isParticipant(m.From) || !s.isParticipant(s.cfg.Self.NodeID) {
+		s.drop(DropUnknownPeer, "from", m.From)
 		return
 	}
 	s.mu.Lock()
@@ -466,6 +507,21 @@ func (s *Session) deliver(m *wireMsg) {
 	}
 }
 
+// parties is the sorted participant set.
+func (s *Session) parties() []string {
+	ps := slices.Clone(s.cfg.Participants)
+	slices.Sort(ps)
+	return ps
+}
+
+// fail marks the session as unable to proceed.
+func (s *Session) fail(err error) {
+	s.failOne.Do(func() {
+		s.failErr = err
+		close(s.failed)
+	})
+}
+
 func (s *Session) isParticipant(id string) bool {
 	for _, p := range s.cfg.Participants {
 		if p == id {
@@ -483,7 +539,17 @@ func (s *Session) WaitReady(ctx context.Context) error {
 	select {
 	case <-s.ready:
 		return nil
+	case <-s.failed:
+		return s.failErr
 	case <-ctx.Done():
-		return fmt.Errorf("%w: %v", ErrNotReady, ctx.Err())
+		s.mu.Lock()
+		var missing []string
+		for _, p := range s.others() {
+			if s.keys[p] == nil {
+				missing = append(missing, p)
+			}
+		}
+		s.mu.Unlock()
+		return fmt.Errorf("%w: no answer from %v: %w", ErrNotReady, missing, ctx.Err())
 	}
 }

@@ -1,0 +1,348 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hwsigner/signer/client"
+	"github.com/hwsigner/signer/hsm"
+	hsmuri "github.com/hwsigner/signer/hsm/uri"
+	"github.com/hwsigner/signer/internal/fixtures"
+	"github.com/hwsigner/signer/internal/testhsm"
+	"github.com/hwsigner/signer/protocol"
+	"github.com/hwsigner/signer/routing"
+	"github.com/hwsigner/signer/routing/natstest"
+	"github.com/hwsigner/signer/signer/node"
+	"github.com/hwsigner/signer/signer/store"
+)
+
+func buildSignerd(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "signerd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func get(url string) (int, string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+type runNode struct {
+	id, cfgPath, http string
+	cmd               *exec.Cmd
+	notify            *net.UnixConn
+	log               *os.File
+}
+
+// TestRunThreeProcesses runs three `signerd run` processes (SoftHSM2 tokens,
+// one NATS server with JetStream) as an operator would: each becomes ready
+// (systemd READY=1 and /readyz), creates a wallet and signs with both key
+// types, exports Prometheus metrics, pings the systemd watchdog, and stops
+// gracefully on SIGTERM (exit 0, STOPPING=1, leaves the ready set).
+func TestRunThreeProcesses(t *testing.T) {
+	bin := buildSignerd(t)
+	srv := natstest.RunServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	pre := fixtures.PreParams(t)
+
+	ids := []string{"node0", "node1", "node2"}
+	uris := map[string]string{}
+	peers := map[string]string{}
+	for i, id := range ids {
+		u := testhsm.Token(t, "run") // SOFTHSM2_CONF is inherited by the processes
+		if err := hsmuri.Init(ctx, u, nil); err != nil {
+			t.Fatal(err)
+		}
+		b, err := hsmuri.Open(ctx, u, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idk, err := b.Identity(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pem, _ := protocol.MarshalPublicKeyPEM(idk.Public())
+		peers[id], uris[id] = pem, u
+		// A pre-params pool that is already full (public fixtures: tests only),
+		// so that the nodes do not spend minutes on safe primes.
+		st, err := store.Open(filepath.Join(dir, id+".db"), store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k := 0; k < 3; k++ { // one more than the pool target: no generation after the keygen
+			if err := node.AddPreParams(ctx, hsm.NewSealer(b), st, id, pre[(2*i+k)%len(pre)]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_ = st.Close()
+		_ = b.Close()
+	}
+	cpub, cpriv, _ := ed25519.GenerateKey(rand.Reader)
+	cpem, _ := protocol.MarshalPublicKeyPEM(cpub)
+	policy := filepath.Join(dir, "clients.yaml")
+	writeFile(t, policy, "clients:\n  - name: svcA\n    public_key: |\n"+indent(cpem, "      ")+"    client_ids: [svcA]\n    ops: [keygen, sign]\n")
+
+	nodes := map[string]*runNode{}
+	for _, id := range ids {
+		n := &runNode{id: id, http: freeAddr(t), cfgPath: filepath.Join(dir, id+".yaml")}
+		var pb strings.Builder
+		for _, p := range ids {
+			fmt.Fprintf(&pb, "  %s: |\n%s", p, indent(peers[p], "    "))
+		}
+		writeFile(t, n.cfgPath, fmt.Sprintf(`node_id: %s
+nats: {url: %q}
+http: {listen: %q}
+key_uri: %q
+store_path: %s
+threshold: 2
+peers:
+%spolicy_file: %s
+sign_timeout: 60s
+keygen_timeout: 2m
+drain_timeout: 30s
+`, id, srv.ClientURL(), n.http, uris[id], filepath.Join(dir, id+".db"), pb.String(), policy))
+		nodes[id] = n
+	}
+	start := func(n *runNode) {
+		sock := filepath.Join(dir, n.id+".notify")
+		_ = os.Remove(sock)
+		conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.notify = conn
+		n.log, _ = os.Create(filepath.Join(dir, n.id+".log"))
+		n.cmd = exec.Command(bin, "run", "--config", n.cfgPath, "--log-level", "debug")
+		n.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=1000000")
+		n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
+		if err := n.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if n.cmd.ProcessState == nil {
+				_ = n.cmd.Process.Kill()
+				_ = n.cmd.Wait()
+			}
+			if t.Failed() {
+				b, _ := os.ReadFile(n.log.Name())
+				t.Logf("%s log:\n%s", n.id, b)
+			}
+		})
+	}
+	notes := func(n *runNode, want string, d time.Duration) string {
+		buf := make([]byte, 4096)
+		deadline := time.Now().Add(d)
+		for time.Now().Before(deadline) {
+			_ = n.notify.SetReadDeadline(deadline)
+			k, err := n.notify.Read(buf)
+			if err != nil {
+				break
+			}
+			if msg := string(buf[:k]); strings.Contains(msg, want) {
+				return msg
+			}
+		}
+		t.Fatalf("%s: no %q from sd_notify", n.id, want)
+		return ""
+	}
+	for _, id := range ids {
+		start(nodes[id])
+	}
+	for _, id := range ids {
+		n := nodes[id]
+		notes(n, "READY=1", time.Minute)
+		waitUntil(t, 30*time.Second, id+" /readyz", func() bool { c, _ := get("http://" + n.http + "/readyz"); return c == 200 })
+		if c, body := get("http://" + n.http + "/healthz"); c != 200 || body != "ok\n" {
+			t.Fatalf("%s /healthz: %d %q", id, c, body)
+		}
+		notes(n, "WATCHDOG=1", 10*time.Second)
+	}
+
+	nc, err := nats.Connect(srv.ClientURL(), nats.CustomInboxPrefix("_INBOX_svcA"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nodeKeys := map[string]crypto.PublicKey{}
+	for id, p := range peers {
+		if nodeKeys[id], err = protocol.ParsePublicKey(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl, err := client.New(nc, cpriv, client.WithClientID("svcA"), client.WithNodeKeys(nodeKeys))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	res, err := cl.KeygenAndWait(ctx, client.KeygenParams{WalletID: "w1"})
+	if err != nil {
+		t.Fatalf("keygen: %v", err)
+	}
+	digest := sha256.Sum256([]byte("pay"))
+	sres, err := cl.SignAndWait(ctx, client.SignParams{WalletID: "w1", KeyType: "secp256k1", TxID: "t1", Tx: digest[:]})
+	if err != nil {
+		t.Fatalf("ecdsa sign: %v", err)
+	}
+	ecPub, _ := hex.DecodeString(res.ECDSAPubKey)
+	r, _ := hex.DecodeString(sres.R)
+	s, _ := hex.DecodeString(sres.S)
+	if err := client.VerifyECDSA(ecPub, digest[:], r, s, sres.SignatureRecovery); err != nil {
+		t.Fatalf("ecdsa signature: %v", err)
+	}
+	eres, err := cl.SignAndWait(ctx, client.SignParams{WalletID: "w1", KeyType: "ed25519", TxID: "t2", Tx: []byte{0, 1, 2}})
+	if err != nil {
+		t.Fatalf("eddsa sign: %v", err)
+	}
+	edPub, _ := hex.DecodeString(res.EdDSAPubKey)
+	esig, _ := hex.DecodeString(eres.Signature)
+	if err := client.VerifyEd25519(edPub, []byte{0, 1, 2}, esig); err != nil {
+		t.Fatalf("eddsa signature: %v", err)
+	}
+
+	// Metrics: every node ran both keygens; the signers' counters and HSM
+	// timings moved. (A signer counts its ceremony as it finishes, which can
+	// be just after the client has the first result.)
+	scrape := func(id string) string { _, m := get("http://" + nodes[id].http + "/metrics"); return m }
+	waitUntil(t, 10*time.Second, "4 successful sign ceremonies in the metrics", func() bool {
+		signs := 0
+		for _, id := range ids {
+			signs += strings.Count(scrape(id), `op="sign",outcome="success"} 1`)
+		}
+		return signs == 4 // 2 signers x 2 signatures
+	})
+	for _, id := range ids {
+		m := scrape(id)
+		for _, want := range []string{
+			`signer_ceremonies_total{key_type="secp256k1",op="keygen",outcome="success"} 1`,
+			`signer_ceremonies_total{key_type="ed25519",op="keygen",outcome="success"} 1`,
+			`signer_requests_total{op="keygen",outcome="accepted"} 1`,
+			`signer_hsm_operation_duration_seconds_count{backend="pkcs11",op="wrap"}`,
+			`signer_hsm_operation_duration_seconds_count{backend="pkcs11",op="sign"}`,
+			`signer_sessions_active 0`,
+			`signer_preparams_pool_depth 2`,
+		} {
+			if !strings.Contains(m, want) {
+				t.Fatalf("%s /metrics lacks %s", id, want)
+			}
+		}
+	}
+
+	// Graceful stop: SIGTERM -> STOPPING=1, not ready, exit 0.
+	n2 := nodes["node2"]
+	if err := n2.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	notes(n2, "STOPPING=1", 10*time.Second)
+	done := make(chan error, 1)
+	go func() { done <- n2.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("node2 exit after SIGTERM: %v", err)
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatal("node2 did not stop within 40 s of SIGTERM")
+	}
+	b, _ := os.ReadFile(n2.log.Name())
+	if !bytesContains(b, "every running session finished") {
+		t.Fatalf("node2 did not drain:\n%s", b)
+	}
+	// With node2 gone (its readiness entry deleted on the way out), 2-of-3
+	// signing still works on the other two.
+	js, _ := jetstream.New(nc)
+	kv, err := js.KeyValue(ctx, routing.ReadyBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ready, err := routing.ReadyNodes(ctx, kv); err != nil || strings.Join(ready, ",") != "node0,node1" {
+		t.Fatalf("ready set after node2 stopped: %v %v", ready, err)
+	}
+	// A node whose readiness view still lags may pick node2: the nodes then
+	// see that their signer sets differ, or node2 does not answer the
+	// handshake, and answer NODES_NOT_READY within seconds (not after the
+	// session deadline); a retry succeeds.
+	for attempt := 1; ; attempt++ {
+		t0 := time.Now()
+		_, err := cl.SignAndWait(ctx, client.SignParams{WalletID: "w1", KeyType: "ed25519", TxID: "t3", Tx: []byte("x")})
+		if err == nil {
+			break
+		}
+		var re *client.ResultError
+		if !errors.As(err, &re) || re.Code != protocol.CodeNodesNotReady || attempt == 3 {
+			t.Fatalf("sign with node2 stopped, attempt %d: %v", attempt, err)
+		}
+		if d := time.Since(t0); d > 20*time.Second {
+			t.Fatalf("NODES_NOT_READY took %s to report", d)
+		}
+		t.Logf("attempt %d: %v (retrying)", attempt, err)
+	}
+}
+
+func bytesContains(b []byte, s string) bool { return strings.Contains(string(b), s) }
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func indent(s, prefix string) string {
+	var b strings.Builder
+	sc := bufio.NewScanner(strings.NewReader(s))
+	for sc.Scan() {
+		b.WriteString(prefix + sc.Text() + "\n")
+	}
+	return b.String()
+}
