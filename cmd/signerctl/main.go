@@ -67,7 +67,7 @@ keys), "identity" (print the identity key for the peers map) and
 	f.StringVar(&g.clusterFile, "cluster", ".signerd-dev/cluster.json", "cluster file with the nodes' identity keys")
 	f.DurationVar(&g.timeout, "timeout", 10*time.Minute, "how long to wait for a result")
 	f.BoolVar(&g.json, "json", false, "print results as JSON")
-	root.AddCommand(walletCmd(g), signCmd(g), verifyCmd(), initCmd(), identityCmd(), keyCmd(), tokenCmd(), backupCmd(g), restoreCmd(g))
+	root.AddCommand(walletCmd(g), signCmd(g), verifyCmd(), initCmd(), identityCmd(), keyCmd(), tokenCmd(), backupCmd(g), restoreCmd(g), statusCmd(g), storeCmd(g), benchCmd(g))
 	return root
 }
 
@@ -77,14 +77,16 @@ type clusterFile struct {
 	Peers     map[string]string `json:"peers"`
 }
 
-func (g *globals) connect(ctx context.Context) (*client.Client, func(), error) {
+// cluster reads the cluster file: it fills in --nats and --key when not
+// given and returns the nodes' identity keys.
+func (g *globals) cluster() (map[string]crypto.PublicKey, error) {
 	b, err := os.ReadFile(g.clusterFile)
 	if err != nil {
-		return nil, nil, fmt.Errorf("read cluster file (start `signerd dev` or pass --cluster): %w", err)
+		return nil, fmt.Errorf("read cluster file (start `signerd dev` or pass --cluster): %w", err)
 	}
 	var cf clusterFile
 	if err := json.Unmarshal(b, &cf); err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", g.clusterFile, err)
+		return nil, fmt.Errorf("%s: %w", g.clusterFile, err)
 	}
 	if g.natsURL == "" {
 		g.natsURL = cf.NATSURL
@@ -96,9 +98,17 @@ func (g *globals) connect(ctx context.Context) (*client.Client, func(), error) {
 	for id, p := range cf.Peers {
 		pub, err := protocol.ParsePublicKey(p)
 		if err != nil {
-			return nil, nil, fmt.Errorf("peer %s: %w", id, err)
+			return nil, fmt.Errorf("peer %s: %w", id, err)
 		}
 		keys[id] = pub
+	}
+	return keys, nil
+}
+
+func (g *globals) connect(ctx context.Context) (*client.Client, func(), error) {
+	keys, err := g.cluster()
+	if err != nil {
+		return nil, nil, err
 	}
 	signer, err := loadKey(g.keyFile)
 	if err != nil {

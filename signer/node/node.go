@@ -10,6 +10,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -83,8 +84,10 @@ type Node struct {
 	m        *metrics.Metrics
 	isReady  chan struct{} // closed once requests are being consumed
 	draining atomic.Bool
-	drops    sync.Map // reason -> *atomic.Int64
-	inflight sync.Map // walletID -> chan struct{}: keygens not finished yet
+	started  time.Time
+	sessions atomic.Int64 // requests being handled
+	drops    sync.Map     // reason -> *atomic.Int64
+	inflight sync.Map     // walletID -> chan struct{}: keygens not finished yet
 	running  sync.WaitGroup
 }
 
@@ -145,7 +148,7 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, backend hsm.Backend, st
 	}
 	return &Node{
 		cfg: cfg, nc: nc, js: js, st: st, sealer: hsm.NewSealer(backend), identity: id,
-		log: cfg.Logger.With("node", cfg.NodeID), m: cfg.Metrics, isReady: make(chan struct{}),
+		log: cfg.Logger.With("node", cfg.NodeID), m: cfg.Metrics, isReady: make(chan struct{}), started: time.Now().UTC(),
 	}, nil
 }
 
@@ -157,6 +160,33 @@ func (n *Node) Dropped(reason string) {
 	v, _ := n.drops.LoadOrStore(reason, new(atomic.Int64))
 	v.(*atomic.Int64).Add(1)
 	n.m.Dropped(reason)
+}
+
+// Status is what a node publishes with each readiness heartbeat, for
+// `signerctl status`: nothing secret.
+type Status struct {
+	NodeID    string    `json:"node_id"`
+	StartedAt time.Time `json:"started_at"`
+	PoolDepth int       `json:"pool_depth"` // -1 when unknown
+	PoolTest  bool      `json:"pool_test_fixtures,omitempty"`
+	Sessions  int64     `json:"sessions"`
+	Accepted  int64     `json:"accepted"`
+	Succeeded int64     `json:"succeeded"`
+	Failed    int64     `json:"failed"`
+	Rejected  int64     `json:"rejected"`
+}
+
+func (n *Node) statusInfo() []byte {
+	depth, err := n.st.PoolDepth()
+	if err != nil {
+		depth = -1
+	}
+	b, _ := json.Marshal(Status{
+		NodeID: n.cfg.NodeID, StartedAt: n.started, PoolDepth: depth, PoolTest: n.cfg.TestPreParams != nil,
+		Sessions: n.sessions.Load(), Accepted: n.stats.Accepted.Load(), Succeeded: n.stats.Succeeded.Load(),
+		Failed: n.stats.Failed.Load(), Rejected: n.stats.Rejected.Load(),
+	})
+	return b
 }
 
 // Ready is closed once the node consumes requests (streams, readiness
@@ -203,7 +233,7 @@ func (n *Node) Run(ctx context.Context) error {
 		return fmt.Errorf("readiness: %w", err)
 	}
 	go func() {
-		_ = routing.Heartbeat(ctx, kv, n.cfg.NodeID, nil, routing.WithHeartbeatLogger(n.log))
+		_ = routing.Heartbeat(ctx, kv, n.cfg.NodeID, nil, routing.WithHeartbeatLogger(n.log), routing.WithInfoFunc(n.statusInfo))
 	}()
 	if n.cfg.TestPreParams == nil {
 		go n.fillPool(ctx)
@@ -221,6 +251,8 @@ func (n *Node) Run(ctx context.Context) error {
 		go func() {
 			defer n.running.Done()
 			defer done()
+			n.sessions.Add(1)
+			defer n.sessions.Add(-1)
 			n.handle(workCtx, m)
 		}()
 	})
