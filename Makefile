@@ -3,7 +3,7 @@ GO ?= go
 # time (-p 1): the ECDSA keygen tests are CPU-bound and would starve each other.
 TEST_TIMEOUT ?= 18m
 
-.PHONY: all build test vet fmt fixtures deps demo bench dist clean
+.PHONY: all build test chaos vet fmt fixtures deps demo bench dist clean
 
 all: build
 
@@ -24,6 +24,12 @@ vet:
 
 test: deps vet
 	$(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) ./...
+
+# Faults under load: 3 signerd processes, 2 clients x 150 sign requests, one
+# node killed with SIGKILL and restarted, the NATS server restarted; every
+# request must get exactly one terminal result (make test runs 2 x 20).
+chaos: deps
+	SIGNER_CHAOS_N=150 $(GO) test -count=1 -run '^TestChaos$$' -v -timeout 30m ./cmd/signerd/ | grep -E 'chaos|kill|restart|--- |^ok|FAIL'
 
 # A local 3-node cluster on SoftHSM2: wallet, two signatures, independent checks.
 demo:

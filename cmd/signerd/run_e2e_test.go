@@ -83,23 +83,31 @@ type runNode struct {
 	log               *os.File
 }
 
-// TestRunThreeProcesses runs three `signerd run` processes (SoftHSM2 tokens,
-// one NATS server with JetStream) as an operator would: each becomes ready
-// (systemd READY=1 and /readyz), creates a wallet and signs with both key
-// types, exports Prometheus metrics, pings the systemd watchdog, and stops
-// gracefully on SIGTERM (exit 0, STOPPING=1, leaves the ready set).
-func TestRunThreeProcesses(t *testing.T) {
-	bin := buildSignerd(t)
-	srv := natstest.RunServer(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	dir := t.TempDir()
-	pre := fixtures.PreParams(t)
+// procCluster is a cluster of `signerd run` processes on SoftHSM2 tokens,
+// for one NATS server; clients svcA and svcB are in the policy.
+type procCluster struct {
+	t       *testing.T
+	bin     string
+	dir     string
+	ids     []string
+	nodes   map[string]*runNode
+	peers   map[string]string // PEM identity keys
+	clients map[string]ed25519.PrivateKey
+}
 
-	ids := []string{"node0", "node1", "node2"}
+func newProcCluster(t *testing.T, natsURL string) *procCluster {
+	return newProcClusterTimeout(t, natsURL, "60s")
+}
+
+func newProcClusterTimeout(t *testing.T, natsURL, signTimeout string) *procCluster {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pc := &procCluster{t: t, bin: buildSignerd(t), dir: t.TempDir(), ids: []string{"node0", "node1", "node2"},
+		nodes: map[string]*runNode{}, peers: map[string]string{}, clients: map[string]ed25519.PrivateKey{}}
+	pre := fixtures.PreParams(t)
 	uris := map[string]string{}
-	peers := map[string]string{}
-	for i, id := range ids {
+	for i, id := range pc.ids {
 		u := testhsm.Token(t, "run") // SOFTHSM2_CONF is inherited by the processes
 		if err := hsmuri.Init(ctx, u, nil); err != nil {
 			t.Fatal(err)
@@ -113,14 +121,14 @@ func TestRunThreeProcesses(t *testing.T) {
 			t.Fatal(err)
 		}
 		pem, _ := protocol.MarshalPublicKeyPEM(idk.Public())
-		peers[id], uris[id] = pem, u
+		pc.peers[id], uris[id] = pem, u
 		// A pre-params pool that is already full (public fixtures: tests only),
 		// so that the nodes do not spend minutes on safe primes.
-		st, err := store.Open(filepath.Join(dir, id+".db"), store.Options{})
+		st, err := store.Open(filepath.Join(pc.dir, id+".db"), store.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		for k := 0; k < 3; k++ { // one more than the pool target: no generation after the keygen
+		for k := 0; k < 3; k++ { // one more than the pool target: no generation after a keygen
 			if err := node.AddPreParams(ctx, hsm.NewSealer(b), st, id, pre[(2*i+k)%len(pre)]); err != nil {
 				t.Fatal(err)
 			}
@@ -128,17 +136,21 @@ func TestRunThreeProcesses(t *testing.T) {
 		_ = st.Close()
 		_ = b.Close()
 	}
-	cpub, cpriv, _ := ed25519.GenerateKey(rand.Reader)
-	cpem, _ := protocol.MarshalPublicKeyPEM(cpub)
-	policy := filepath.Join(dir, "clients.yaml")
-	writeFile(t, policy, "clients:\n  - name: svcA\n    public_key: |\n"+indent(cpem, "      ")+"    client_ids: [svcA]\n    ops: [keygen, sign]\n")
-
-	nodes := map[string]*runNode{}
-	for _, id := range ids {
-		n := &runNode{id: id, http: freeAddr(t), cfgPath: filepath.Join(dir, id+".yaml")}
+	var pol strings.Builder
+	pol.WriteString("clients:\n")
+	for _, name := range []string{"svcA", "svcB"} {
+		cpub, cpriv, _ := ed25519.GenerateKey(rand.Reader)
+		cpem, _ := protocol.MarshalPublicKeyPEM(cpub)
+		pc.clients[name] = cpriv
+		fmt.Fprintf(&pol, "  - name: %s\n    public_key: |\n%s    client_ids: [%s]\n    ops: [keygen, sign]\n", name, indent(cpem, "      "), name)
+	}
+	policy := filepath.Join(pc.dir, "clients.yaml")
+	writeFile(t, policy, pol.String())
+	for _, id := range pc.ids {
+		n := &runNode{id: id, http: freeAddr(t), cfgPath: filepath.Join(pc.dir, id+".yaml")}
 		var pb strings.Builder
-		for _, p := range ids {
-			fmt.Fprintf(&pb, "  %s: |\n%s", p, indent(peers[p], "    "))
+		for _, p := range pc.ids {
+			fmt.Fprintf(&pb, "  %s: |\n%s", p, indent(pc.peers[p], "    "))
 		}
 		writeFile(t, n.cfgPath, fmt.Sprintf(`node_id: %s
 nats: {url: %q}
@@ -148,83 +160,125 @@ store_path: %s
 threshold: 2
 peers:
 %spolicy_file: %s
-sign_timeout: 60s
+sign_timeout: %s
 keygen_timeout: 2m
 drain_timeout: 30s
-`, id, srv.ClientURL(), n.http, uris[id], filepath.Join(dir, id+".db"), pb.String(), policy))
-		nodes[id] = n
+`, id, natsURL, n.http, uris[id], filepath.Join(pc.dir, id+".db"), pb.String(), policy, signTimeout))
+		pc.nodes[id] = n
 	}
-	start := func(n *runNode) {
-		sock := filepath.Join(dir, n.id+".notify")
-		_ = os.Remove(sock)
-		conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		n.notify = conn
-		n.log, _ = os.Create(filepath.Join(dir, n.id+".log"))
-		n.cmd = exec.Command(bin, "run", "--config", n.cfgPath, "--log-level", "debug")
-		n.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=1000000")
-		n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
-		if err := n.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if n.cmd.ProcessState == nil {
-				_ = n.cmd.Process.Kill()
-				_ = n.cmd.Wait()
-			}
-			if t.Failed() {
-				b, _ := os.ReadFile(n.log.Name())
-				t.Logf("%s log:\n%s", n.id, b)
-			}
-		})
-	}
-	notes := func(n *runNode, want string, d time.Duration) string {
-		buf := make([]byte, 4096)
-		deadline := time.Now().Add(d)
-		for time.Now().Before(deadline) {
-			_ = n.notify.SetReadDeadline(deadline)
-			k, err := n.notify.Read(buf)
-			if err != nil {
-				break
-			}
-			if msg := string(buf[:k]); strings.Contains(msg, want) {
-				return msg
-			}
-		}
-		t.Fatalf("%s: no %q from sd_notify", n.id, want)
-		return ""
-	}
-	for _, id := range ids {
-		start(nodes[id])
-	}
-	for _, id := range ids {
-		n := nodes[id]
-		notes(n, "READY=1", time.Minute)
-		waitUntil(t, 30*time.Second, id+" /readyz", func() bool { c, _ := get("http://" + n.http + "/readyz"); return c == 200 })
-		if c, body := get("http://" + n.http + "/healthz"); c != 200 || body != "ok\n" {
-			t.Fatalf("%s /healthz: %d %q", id, c, body)
-		}
-		notes(n, "WATCHDOG=1", 10*time.Second)
-	}
+	return pc
+}
 
-	nc, err := nats.Connect(srv.ClientURL(), nats.CustomInboxPrefix("_INBOX_svcA"))
+// start launches a node process, with a systemd notify socket and a 1 s
+// watchdog; it is killed when the test ends.
+func (pc *procCluster) start(n *runNode) {
+	t := pc.t
+	sock := filepath.Join(pc.dir, n.id+".notify")
+	_ = os.Remove(sock)
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	n.notify = conn
+	n.log, _ = os.OpenFile(filepath.Join(pc.dir, n.id+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	n.cmd = exec.Command(pc.bin, "run", "--config", n.cfgPath, "--log-level", "debug")
+	n.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=1000000")
+	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	cmd := n.cmd
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+}
+
+// dumpLogsOnFailure prints every node's log if the test failed.
+func (pc *procCluster) dumpLogsOnFailure() {
+	pc.t.Cleanup(func() {
+		if !pc.t.Failed() {
+			return
+		}
+		for _, id := range pc.ids {
+			b, _ := os.ReadFile(filepath.Join(pc.dir, id+".log"))
+			pc.t.Logf("%s log:\n%s", id, b)
+		}
+	})
+}
+
+// notes waits for an sd_notify message containing want.
+func (pc *procCluster) notes(n *runNode, want string, d time.Duration) string {
+	buf := make([]byte, 4096)
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		_ = n.notify.SetReadDeadline(deadline)
+		k, err := n.notify.Read(buf)
+		if err != nil {
+			break
+		}
+		if msg := string(buf[:k]); strings.Contains(msg, want) {
+			return msg
+		}
+	}
+	pc.t.Fatalf("%s: no %q from sd_notify", n.id, want)
+	return ""
+}
+
+// client connects a client of the policy.
+func (pc *procCluster) client(natsURL, name string, opts ...nats.Option) *client.Client {
+	t := pc.t
+	nc, err := nats.Connect(natsURL, append([]nats.Option{nats.CustomInboxPrefix("_INBOX_" + name)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
 	nodeKeys := map[string]crypto.PublicKey{}
-	for id, p := range peers {
+	for id, p := range pc.peers {
 		if nodeKeys[id], err = protocol.ParsePublicKey(p); err != nil {
 			t.Fatal(err)
 		}
 	}
-	cl, err := client.New(nc, cpriv, client.WithClientID("svcA"), client.WithNodeKeys(nodeKeys))
+	cl, err := client.New(nc, pc.clients[name], client.WithClientID(name), client.WithNodeKeys(nodeKeys))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Close()
+	t.Cleanup(func() { _ = cl.Close() })
+	return cl
+}
+
+// TestRunThreeProcesses runs three `signerd run` processes (SoftHSM2 tokens,
+// one NATS server with JetStream) as an operator would: each becomes ready
+// (systemd READY=1 and /readyz), creates a wallet and signs with both key
+// types, exports Prometheus metrics, pings the systemd watchdog, and stops
+// gracefully on SIGTERM (exit 0, STOPPING=1, leaves the ready set).
+func TestRunThreeProcesses(t *testing.T) {
+	srv := natstest.RunServer(t)
+	pc := newProcCluster(t, srv.ClientURL())
+	pc.dumpLogsOnFailure()
+	ids, nodes := pc.ids, pc.nodes
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	for _, id := range ids {
+		pc.start(nodes[id])
+	}
+	for _, id := range ids {
+		n := nodes[id]
+		pc.notes(n, "READY=1", time.Minute)
+		waitUntil(t, 30*time.Second, id+" /readyz", func() bool { c, _ := get("http://" + n.http + "/readyz"); return c == 200 })
+		if c, body := get("http://" + n.http + "/healthz"); c != 200 || body != "ok\n" {
+			t.Fatalf("%s /healthz: %d %q", id, c, body)
+		}
+		pc.notes(n, "WATCHDOG=1", 10*time.Second)
+	}
+	cl := pc.client(srv.ClientURL(), "svcA")
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
 	res, err := cl.KeygenAndWait(ctx, client.KeygenParams{WalletID: "w1"})
 	if err != nil {
 		t.Fatalf("keygen: %v", err)
@@ -283,7 +337,7 @@ drain_timeout: 30s
 	if err := n2.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	notes(n2, "STOPPING=1", 10*time.Second)
+	pc.notes(n2, "STOPPING=1", 10*time.Second)
 	done := make(chan error, 1)
 	go func() { done <- n2.cmd.Wait() }()
 	select {

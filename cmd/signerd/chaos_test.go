@@ -1,0 +1,281 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/hwsigner/signer/client"
+	"github.com/hwsigner/signer/hsm"
+	hsmuri "github.com/hwsigner/signer/hsm/uri"
+	"github.com/hwsigner/signer/protocol"
+	"github.com/hwsigner/signer/routing/natstest"
+	"github.com/hwsigner/signer/signer/store"
+)
+
+// chaosRun tracks every request of the run and every result delivered.
+type chaosRun struct {
+	mu        sync.Mutex
+	sent      map[string]string            // request ID -> client
+	results   map[string][]protocol.Result // request ID -> deliveries
+	misrouted int
+	retries   atomic.Int64 // submissions retried through the NATS outage
+}
+
+func (r *chaosRun) record(clientName string, res protocol.Result) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sent[res.RequestID] != clientName || res.ClientID != clientName {
+		r.misrouted++
+		return
+	}
+	r.results[res.RequestID] = append(r.results[res.RequestID], res)
+}
+
+func (r *chaosRun) answered() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.results)
+}
+
+// TestChaos: three `signerd run` processes on SoftHSM2 and a NATS server with
+// file-backed JetStream; two clients send sign requests (EdDSA, every fifth
+// ECDSA). During the run one node is killed with SIGKILL and restarted, and
+// the NATS server is restarted. Every request must get exactly one terminal
+// result (a signature or a coded error), none misrouted, and afterwards every
+// share is intact and the restarted node signs again. make test runs 2x20
+// requests; make chaos runs 2x150 (SIGNER_CHAOS_N).
+func TestChaos(t *testing.T) {
+	perClient := 20
+	if n, err := strconv.Atoi(os.Getenv("SIGNER_CHAOS_N")); err == nil && n > 0 {
+		perClient = n
+	}
+	port := freePort(t)
+	opts := &server.Options{Port: port, StoreDir: t.TempDir()}
+	srv := natstest.RunServerWithOptions(t, opts)
+	url := srv.ClientURL()
+	pc := newProcClusterTimeout(t, url, "15s")
+	pc.dumpLogsOnFailure()
+	for _, id := range pc.ids {
+		pc.start(pc.nodes[id])
+	}
+	for _, id := range pc.ids {
+		pc.notes(pc.nodes[id], "READY=1", time.Minute)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	reconnect := []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
+	clients := map[string]*client.Client{"svcA": pc.client(url, "svcA", reconnect...), "svcB": pc.client(url, "svcB", reconnect...)}
+	if _, err := clients["svcA"].KeygenAndWait(ctx, client.KeygenParams{WalletID: "chaos"}); err != nil {
+		t.Fatalf("keygen: %v", err)
+	}
+	run := &chaosRun{sent: map[string]string{}, results: map[string][]protocol.Result{}}
+	for name, cl := range clients {
+		if err := cl.OnSignResult(func(res protocol.Result) { run.record(name, res) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	total := 2 * perClient
+	var submitted atomic.Int64
+	var wg sync.WaitGroup
+	for name, cl := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem := make(chan struct{}, 3)
+			for i := 0; i < perClient; i++ {
+				sem <- struct{}{}
+				p := client.SignParams{WalletID: "chaos", KeyType: protocol.KeyTypeEd25519, TxID: fmt.Sprintf("%s-%d", name, i),
+					Tx: []byte(fmt.Sprintf("chaos %s %d", name, i)), RequestID: fmt.Sprintf("%s-req-%04d", name, i)}
+				if i%5 == 4 {
+					d := sha256.Sum256(p.Tx)
+					p.KeyType, p.Tx = protocol.KeyTypeSecp256k1, d[:]
+				}
+				run.mu.Lock()
+				run.sent[p.RequestID] = name
+				run.mu.Unlock()
+				// Submit until JetStream has it (the same request ID makes a
+				// retry idempotent), through the NATS restart.
+				for {
+					sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
+					_, err := cl.Sign(sctx, p)
+					scancel()
+					if err == nil {
+						break
+					}
+					if ctx.Err() != nil {
+						t.Errorf("%s: %v", p.RequestID, err)
+						return
+					}
+					run.retries.Add(1)
+					time.Sleep(200 * time.Millisecond)
+				}
+				submitted.Add(1)
+				// Pace: at most 3 of this client's requests unanswered.
+				go func(id string) {
+					for ctx.Err() == nil {
+						run.mu.Lock()
+						_, done := run.results[id]
+						run.mu.Unlock()
+						if done {
+							break
+						}
+						time.Sleep(50 * time.Millisecond)
+					}
+					<-sem
+				}(p.RequestID)
+			}
+		}()
+	}
+
+	// The faults, at a third and at two thirds of the submissions.
+	waitSubmitted := func(n int) {
+		for int(submitted.Load()) < n && ctx.Err() == nil {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitSubmitted(total / 3)
+	n1 := pc.nodes["node1"]
+	t.Logf("kill -9 node1 after %d submissions", submitted.Load())
+	_ = n1.cmd.Process.Kill()
+	_ = n1.cmd.Wait()
+	time.Sleep(2 * time.Second)
+	pc.start(n1)
+	waitSubmitted(2 * total / 3)
+	t.Logf("restarting the NATS server after %d submissions", submitted.Load())
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	time.Sleep(time.Second)
+	srv = natstest.RunServerWithOptions(t, opts)
+
+	wg.Wait()
+	deadline := time.Now().Add(5 * time.Minute)
+	for run.answered() < total && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second) // room for a duplicate to show up
+
+	run.mu.Lock()
+	ok, lost, dup := 0, 0, 0
+	codes := map[string]int{}
+	for id := range run.sent {
+		rs := run.results[id]
+		switch {
+		case len(rs) == 0:
+			lost++
+			t.Errorf("lost: %s", id)
+		case len(rs) > 1:
+			dup++
+			t.Errorf("%s: %d results", id, len(rs))
+		}
+		if len(rs) > 0 {
+			if rs[0].Succeeded() {
+				ok++
+			} else {
+				codes[rs[0].ErrorCode]++
+			}
+		}
+	}
+	misrouted := run.misrouted
+	run.mu.Unlock()
+	var cs []string
+	for c, n := range codes {
+		cs = append(cs, fmt.Sprintf("%s=%d", c, n))
+	}
+	sort.Strings(cs)
+	t.Logf("chaos: sent %d, succeeded %d, failed %v, lost %d, misrouted %d, duplicated %d, submissions retried through the NATS outage %d",
+		total, ok, cs, lost, misrouted, dup, run.retries.Load())
+	if lost != 0 || misrouted != 0 || dup != 0 {
+		t.Fatalf("lost %d, misrouted %d, duplicated %d", lost, misrouted, dup)
+	}
+
+	// The restarted node caught up and signs: stop node0 so that node1 must take part.
+	_ = pc.nodes["node0"].cmd.Process.Kill()
+	_ = pc.nodes["node0"].cmd.Wait()
+	var err error
+	for attempt := 1; attempt <= 5; attempt++ {
+		if _, err = clients["svcB"].SignAndWait(ctx, client.SignParams{WalletID: "chaos", KeyType: protocol.KeyTypeEd25519, TxID: "after", Tx: []byte("after")}); err == nil {
+			break
+		}
+		var re *client.ResultError
+		if !errors.As(err, &re) || re.Code != protocol.CodeNodesNotReady {
+			break
+		}
+		time.Sleep(time.Second) // readiness views settling after the kill
+	}
+	if err != nil {
+		t.Fatalf("sign with node1 and node2 after the chaos: %v", err)
+	}
+
+	// No share lost or damaged: every node's shares open from its token.
+	for _, id := range pc.ids {
+		_ = pc.nodes[id].cmd.Process.Kill()
+		_ = pc.nodes[id].cmd.Wait()
+	}
+	for _, id := range pc.ids {
+		checkShares(t, ctx, pc, id)
+	}
+}
+
+func checkShares(t *testing.T, ctx context.Context, pc *procCluster, id string) {
+	t.Helper()
+	cfg, err := ParseConfig(mustRead(t, pc.nodes[id].cfgPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := hsmuri.Open(ctx, cfg.KeyURI, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	st, err := store.Open(cfg.StorePath, store.Options{})
+	if err != nil {
+		t.Fatalf("%s store after kill -9: %v", id, err)
+	}
+	defer st.Close()
+	for _, kt := range []string{protocol.KeyTypeSecp256k1, protocol.KeyTypeEd25519} {
+		meta, sealed, err := st.Share("chaos", kt)
+		if err != nil {
+			t.Fatalf("%s %s share: %v", id, kt, err)
+		}
+		bind := hsm.Binding{NodeID: id, Purpose: "share", WalletID: "chaos", KeyType: kt, Epoch: meta.Epoch}
+		pt, err := hsm.NewSealer(b).Open(ctx, sealed, bind)
+		if err != nil {
+			t.Fatalf("%s %s share does not open: %v", id, kt, err)
+		}
+		hsm.Zero(pt)
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Clean(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
