@@ -39,7 +39,14 @@ func Start(t testing.TB) *SWTPM {
 		}
 		t.Skipf("swtpm not installed: %v", err)
 	}
-	s := &SWTPM{t: t, Dir: t.TempDir()}
+	// Not t.TempDir(): its path holds the test name, and swtpm cannot parse
+	// a state path with a comma in it (subtest names often have one).
+	dir, err := os.MkdirTemp("", "swtpm-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &SWTPM{t: t, Dir: dir}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	s.start("")
 	t.Cleanup(s.Stop)
 	return s
