@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hwsigner/signer/client"
 	"github.com/hwsigner/signer/hsm"
@@ -59,15 +62,102 @@ func (r *chaosRun) answered() int {
 // share is intact and the restarted node signs again. make test runs 2x20
 // requests; make chaos runs 2x150 (SIGNER_CHAOS_N).
 func TestChaos(t *testing.T) {
-	perClient := 20
-	if n, err := strconv.Atoi(os.Getenv("SIGNER_CHAOS_N")); err == nil && n > 0 {
-		perClient = n
-	}
 	port := freePort(t)
 	opts := &server.Options{Port: port, StoreDir: t.TempDir()}
 	srv := natstest.RunServerWithOptions(t, opts)
 	url := srv.ClientURL()
-	pc := newProcClusterTimeout(t, url, "15s")
+	pc := newProcClusterTimeout(t, url, "15s", 1)
+	n1 := pc.nodes["node1"]
+	runChaos(t, pc, url, chaosN(20),
+		func() {
+			t.Log("kill -9 node1")
+			_ = n1.cmd.Process.Kill()
+			_ = n1.cmd.Wait()
+			time.Sleep(2 * time.Second)
+			pc.start(n1)
+		},
+		func() {
+			t.Log("restarting the NATS server")
+			srv.Shutdown()
+			srv.WaitForShutdown()
+			time.Sleep(time.Second)
+			srv = natstest.RunServerWithOptions(t, opts)
+		})
+}
+
+// TestChaosNATSCluster: the same load against a three-server NATS cluster
+// with JetStream replicas 3; one NATS server is killed mid-run and comes
+// back later.
+func TestChaosNATSCluster(t *testing.T) {
+	servers, opts := natsCluster(t, 3)
+	var urls []string
+	for _, s := range servers {
+		urls = append(urls, s.ClientURL())
+	}
+	url := strings.Join(urls, ",")
+	pc := newProcClusterTimeout(t, url, "15s", 3)
+	runChaos(t, pc, url, chaosN(20),
+		func() {
+			t.Logf("killing NATS server %s", servers[1].Name())
+			servers[1].Shutdown()
+			servers[1].WaitForShutdown()
+		},
+		func() {
+			t.Logf("bringing NATS server %s back", opts[1].ServerName)
+			servers[1] = natstest.RunServerWithOptions(t, opts[1])
+		})
+}
+
+func chaosN(def int) int {
+	if n, err := strconv.Atoi(os.Getenv("SIGNER_CHAOS_N")); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
+// natsCluster starts n clustered NATS servers with JetStream and waits for
+// a JetStream meta leader.
+func natsCluster(t *testing.T, n int) ([]*server.Server, []*server.Options) {
+	t.Helper()
+	clusterPorts := make([]int, n)
+	for i := range clusterPorts {
+		clusterPorts[i] = freePort(t)
+	}
+	var routes []*neturl.URL
+	for _, p := range clusterPorts {
+		routes = append(routes, &neturl.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", p)})
+	}
+	servers := make([]*server.Server, n)
+	opts := make([]*server.Options, n)
+	for i := 0; i < n; i++ {
+		opts[i] = &server.Options{
+			ServerName: fmt.Sprintf("nats%d", i), Port: freePort(t), StoreDir: t.TempDir(),
+			Cluster: server.ClusterOpts{Name: "signer-test", Host: "127.0.0.1", Port: clusterPorts[i]},
+			Routes:  routes,
+		}
+		servers[i] = natstest.RunServerWithOptions(t, opts[i])
+	}
+	waitUntil(t, 30*time.Second, "a JetStream meta leader", func() bool {
+		nc, err := nats.Connect(servers[0].ClientURL())
+		if err != nil {
+			return false
+		}
+		defer nc.Close()
+		js, _ := jetstream.New(nc)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err = js.AccountInfo(ctx)
+		return err == nil
+	})
+	return servers, opts
+}
+
+// runChaos starts the nodes, creates a wallet, has clients svcA and svcB
+// send perClient sign requests each (EdDSA, every fifth ECDSA) while the
+// faults run at a third and at two thirds of the submissions, and checks
+// that every request got exactly one terminal result, none misrouted, that
+// node1 signs afterwards and that every share still opens.
+func runChaos(t *testing.T, pc *procCluster, url string, perClient int, atThird, atTwoThirds func()) {
 	pc.dumpLogsOnFailure()
 	for _, id := range pc.ids {
 		pc.start(pc.nodes[id])
@@ -149,18 +239,11 @@ func TestChaos(t *testing.T) {
 		}
 	}
 	waitSubmitted(total / 3)
-	n1 := pc.nodes["node1"]
-	t.Logf("kill -9 node1 after %d submissions", submitted.Load())
-	_ = n1.cmd.Process.Kill()
-	_ = n1.cmd.Wait()
-	time.Sleep(2 * time.Second)
-	pc.start(n1)
+	t.Logf("fault 1 after %d submissions", submitted.Load())
+	atThird()
 	waitSubmitted(2 * total / 3)
-	t.Logf("restarting the NATS server after %d submissions", submitted.Load())
-	srv.Shutdown()
-	srv.WaitForShutdown()
-	time.Sleep(time.Second)
-	srv = natstest.RunServerWithOptions(t, opts)
+	t.Logf("fault 2 after %d submissions", submitted.Load())
+	atTwoThirds()
 
 	wg.Wait()
 	deadline := time.Now().Add(5 * time.Minute)

@@ -20,6 +20,7 @@ import (
 
 	hsmuri "github.com/hwsigner/signer/hsm/uri"
 	"github.com/hwsigner/signer/protocol"
+	"github.com/hwsigner/signer/routing"
 	"github.com/hwsigner/signer/signer/health"
 	"github.com/hwsigner/signer/signer/metrics"
 	"github.com/hwsigner/signer/signer/node"
@@ -32,7 +33,10 @@ type Config struct {
 	NATS   struct {
 		URL       string `yaml:"url"`
 		CredsFile string `yaml:"creds_file"`
-		TLS       struct {
+		// Replicas of the streams and buckets signerd creates: 3 (or 5) in a
+		// NATS cluster, so that losing one server loses nothing. Default 1.
+		Replicas int `yaml:"replicas"`
+		TLS      struct {
 			CAFile   string `yaml:"ca_file"`
 			CertFile string `yaml:"cert_file"`
 			KeyFile  string `yaml:"key_file"`
@@ -89,6 +93,9 @@ func ParseConfig(data []byte) (*Config, error) {
 	}
 	if (c.NATS.TLS.CertFile == "") != (c.NATS.TLS.KeyFile == "") {
 		return nil, errors.New("config: nats.tls.cert_file and nats.tls.key_file go together")
+	}
+	if r := c.NATS.Replicas; r != 0 && r != 1 && r != 3 && r != 5 {
+		return nil, fmt.Errorf("config: nats.replicas must be 1, 3 or 5, got %d", r)
 	}
 	if c.HTTP.Listen == "" {
 		c.HTTP.Listen = "127.0.0.1:9464"
@@ -162,6 +169,7 @@ line), its store, its peers' identity keys and the client policy.`,
 			n, err := node.New(ctx, node.Config{
 				NodeID: cfg.NodeID, Committee: committee, Threshold: cfg.Threshold - 1, Peers: peers, Policy: policy,
 				SignTimeout: cfg.SignTimeout, KeygenTimeout: cfg.KeygenTimeout, DrainTimeout: cfg.DrainTimeout,
+				Streams: routing.StreamOptions{Replicas: cfg.NATS.Replicas}, Ready: routing.ReadyOptions{Replicas: cfg.NATS.Replicas},
 				Metrics: m, Logger: log,
 			}, nc, backend, st)
 			if err != nil {

@@ -96,10 +96,11 @@ type procCluster struct {
 }
 
 func newProcCluster(t *testing.T, natsURL string) *procCluster {
-	return newProcClusterTimeout(t, natsURL, "60s")
+	return newProcClusterTimeout(t, natsURL, "60s", 1)
 }
 
-func newProcClusterTimeout(t *testing.T, natsURL, signTimeout string) *procCluster {
+// newProcClusterTimeout sets the nodes' sign_timeout and nats.replicas.
+func newProcClusterTimeout(t *testing.T, natsURL, signTimeout string, replicas int) *procCluster {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -153,7 +154,7 @@ func newProcClusterTimeout(t *testing.T, natsURL, signTimeout string) *procClust
 			fmt.Fprintf(&pb, "  %s: |\n%s", p, indent(pc.peers[p], "    "))
 		}
 		writeFile(t, n.cfgPath, fmt.Sprintf(`node_id: %s
-nats: {url: %q}
+nats: {url: %q, replicas: %d}
 http: {listen: %q}
 key_uri: %q
 store_path: %s
@@ -163,7 +164,7 @@ peers:
 sign_timeout: %s
 keygen_timeout: 2m
 drain_timeout: 30s
-`, id, natsURL, n.http, uris[id], filepath.Join(pc.dir, id+".db"), pb.String(), policy, signTimeout))
+`, id, natsURL, replicas, n.http, uris[id], filepath.Join(pc.dir, id+".db"), pb.String(), policy, signTimeout))
 		pc.nodes[id] = n
 	}
 	return pc

@@ -255,7 +255,7 @@ func TestCrashSafety(t *testing.T) {
 		return
 	}
 	path := filepath.Join(t.TempDir(), "node.db")
-	for trial := 0; trial < 20; trial++ {
+	for trial := 0; trial < 50; trial++ {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$")
 		cmd.Env = append(os.Environ(), "STORE_CRASH_CHILD=1", "STORE_CRASH_PATH="+path, fmt.Sprint("STORE_CRASH_TRIAL=", trial))
 		if err := cmd.Start(); err != nil {
