@@ -74,7 +74,55 @@ type parties struct {
 	self   *tss.PartyID
 }
 
+// AltPartyKey is a node's second party key. A reshare in which a node is in
+// both committees needs two distinct tss parties (old and new) for it: the
+// new party takes whichever of PartyKey and AltPartyKey the node's old share
+// does not use, so a node's share is always at one of its two keys.
+func AltPartyKey(nodeID string) *big.Int {
+	h := sha256.Sum256([]byte("hwsigner/party-key-alt/v1\x00" + nodeID))
+	return new(big.Int).SetBytes(h[:])
+}
+
+// NextPartyKey is the key of node's new party in a reshare: the other of its
+// two keys when it holds a share at current (its old party's key), else
+// PartyKey.
+func NextPartyKey(nodeID string, current *big.Int) *big.Int {
+	if current != nil && current.Cmp(PartyKey(nodeID)) == 0 {
+		return AltPartyKey(nodeID)
+	}
+	return PartyKey(nodeID)
+}
+
+// shareKeyOf returns node's key in a share's Ks (its Shamir x-coordinate):
+// PartyKey or AltPartyKey, whichever the share holds; with ks nil (keygen)
+// PartyKey.
+func shareKeyOf(node string, ks []*big.Int) (*big.Int, error) {
+	a := PartyKey(node)
+	if ks == nil {
+		return a, nil
+	}
+	b := AltPartyKey(node)
+	for _, k := range ks {
+		if k == nil {
+			continue
+		}
+		if k.Cmp(a) == 0 {
+			return a, nil
+		}
+		if k.Cmp(b) == 0 {
+			return b, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: %s holds no part of this share's committee", ErrBadParameters, node)
+}
+
 func newParties(self string, nodes []string) (*parties, error) {
+	return newPartiesWithKeys(self, nodes, nil)
+}
+
+// newPartiesWithKeys builds the PartyIDs of nodes at the keys the share's Ks
+// holds for them (ks nil: PartyKey).
+func newPartiesWithKeys(self string, nodes []string, ks []*big.Int) (*parties, error) {
 	if len(nodes) < 2 {
 		return nil, fmt.Errorf("%w: need at least 2 participants, got %d", ErrBadParameters, len(nodes))
 	}
@@ -85,7 +133,11 @@ func newParties(self string, nodes []string) (*parties, error) {
 			return nil, fmt.Errorf("%w: empty or duplicate participant %q", ErrBadParameters, n)
 		}
 		seen[n] = true
-		ids = append(ids, tss.NewPartyID(n, n, PartyKey(n)))
+		key, err := shareKeyOf(n, ks)
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, tss.NewPartyID(n, n, key))
 	}
 	p := &parties{sorted: tss.SortPartyIDs(ids), byNode: map[string]*tss.PartyID{}}
 	for _, id := range p.sorted {

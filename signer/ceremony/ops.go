@@ -23,7 +23,14 @@ type Session struct {
 }
 
 func (s Session) params(curve tss.CurveName) (*parties, *tss.Parameters, error) {
-	ps, err := newParties(s.Self, s.Parties)
+	return s.paramsFor(curve, nil)
+}
+
+// paramsFor builds the parameters with each party at its key in ks, the Ks
+// of the share used (nil for keygen): after a reshare a node's share may sit
+// at its AltPartyKey.
+func (s Session) paramsFor(curve tss.CurveName, ks []*big.Int) (*parties, *tss.Parameters, error) {
+	ps, err := newPartiesWithKeys(s.Self, s.Parties, ks)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -80,7 +87,7 @@ func SignECDSA(ctx context.Context, s Session, key ecdsakeygen.LocalPartySaveDat
 	if len(digest) != 32 {
 		return nil, fmt.Errorf("%w: ECDSA digest must be 32 bytes, got %d", ErrBadParameters, len(digest))
 	}
-	ps, p, err := s.params(tss.Secp256k1)
+	ps, p, err := s.paramsFor(tss.Secp256k1, key.Ks)
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +111,7 @@ func SignEdDSA(ctx context.Context, s Session, key eddsakeygen.LocalPartySaveDat
 	if len(msg) == 0 {
 		return nil, fmt.Errorf("%w: empty message", ErrBadParameters)
 	}
-	ps, p, err := s.params(tss.Ed25519)
+	ps, p, err := s.paramsFor(tss.Ed25519, key.Ks)
 	if err != nil {
 		return nil, err
 	}
