@@ -148,8 +148,9 @@ func (n *Node) sign(ctx context.Context, r *protocol.SigningRequest, res *protoc
 		res.SetError(protocol.CodeInternal, "store: "+err.Error())
 		return
 	}
-	if len(r.DerivationPath) > 0 {
-		res.SetError(protocol.CodeBadRequest, "HD derivation paths are not supported by this node version yet")
+	deriv, err := deriveChild(meta, r.DerivationPath)
+	if err != nil {
+		res.SetError(protocol.CodeBadRequest, err.Error())
 		return
 	}
 	ready := n.readyNodes(ctx)
@@ -194,19 +195,30 @@ func (n *Node) sign(ctx context.Context, r *protocol.SigningRequest, res *protoc
 			res.SetError(protocol.CodeHSMFailure, "sealed share does not decode")
 			return
 		}
-		sig, err := ceremony.SignECDSA(ctx, s, key, r.Tx, nil, tr)
+		key, kdd, err := childECDSAKey(key, deriv)
+		if err != nil {
+			res.SetError(protocol.CodeInternal, err.Error())
+			return
+		}
+		sig, err := ceremony.SignECDSA(ctx, s, key, r.Tx, kdd, tr)
 		if err != nil {
 			failure(res, ctx, err)
 			return
 		}
 		if err := res.SetECDSASignature(sig.R, sig.S, int(sig.SignatureRecovery[0])); err != nil {
 			res.SetError(protocol.CodeInternal, err.Error())
+			return
 		}
+		setChildPubKey(res, deriv)
 		return
 	}
 	var key eddsakeygen.LocalPartySaveData
 	if err := json.Unmarshal(pt, &key); err != nil {
 		res.SetError(protocol.CodeHSMFailure, "sealed share does not decode")
+		return
+	}
+	if key, err = childEdDSAKey(key, deriv); err != nil {
+		res.SetError(protocol.CodeInternal, err.Error())
 		return
 	}
 	sig, err := ceremony.SignEdDSA(ctx, s, key, r.Tx, tr)
@@ -216,7 +228,9 @@ func (n *Node) sign(ctx context.Context, r *protocol.SigningRequest, res *protoc
 	}
 	if err := res.SetEdDSASignature(sig.Signature); err != nil {
 		res.SetError(protocol.CodeInternal, err.Error())
+		return
 	}
+	setChildPubKey(res, deriv)
 }
 
 // observe listens, for a short while, on a session this node was not chosen
