@@ -3,6 +3,8 @@ package client
 import (
 	"encoding/hex"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/protocol/hd"
@@ -55,4 +57,43 @@ func WalletKey(res *protocol.Result, keyType string) (pub, chainCode []byte, err
 		return nil, nil, err
 	}
 	return pub, chainCode, nil
+}
+
+// ParseDerivationPath reads a path written "m/44/60/0/0/7" (the leading "m/"
+// is optional; "m" or "" alone is the empty path). Every index must be a
+// decimal below 2^31: hardened steps ("44'", "44h", "44H") are refused, since
+// only non-hardened derivation works from a public key.
+func ParseDerivationPath(s string) ([]uint32, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "m" {
+		return nil, nil
+	}
+	s = strings.TrimPrefix(s, "m/")
+	parts := strings.Split(s, "/")
+	if len(parts) > protocol.MaxDerivationDepth {
+		return nil, fmt.Errorf("client: derivation path of %d levels, at most %d", len(parts), protocol.MaxDerivationDepth)
+	}
+	path := make([]uint32, len(parts))
+	for i, p := range parts {
+		if strings.ContainsAny(p, "'hH") {
+			return nil, fmt.Errorf("client: derivation path step %q is hardened; only non-hardened steps are supported", p)
+		}
+		v, err := strconv.ParseUint(p, 10, 32)
+		if err != nil || v >= protocol.HardenedOffset {
+			return nil, fmt.Errorf("client: derivation path step %q is not a decimal index below 2^31", p)
+		}
+		path[i] = uint32(v)
+	}
+	return path, nil
+}
+
+// FormatDerivationPath writes path as "m/44/60/0/0/7".
+func FormatDerivationPath(path []uint32) string {
+	var b strings.Builder
+	b.WriteString("m")
+	for _, i := range path {
+		b.WriteString("/")
+		b.WriteString(strconv.FormatUint(uint64(i), 10))
+	}
+	return b.String()
 }

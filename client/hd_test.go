@@ -3,6 +3,8 @@ package client_test
 import (
 	"bytes"
 	"encoding/hex"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
@@ -48,5 +50,40 @@ func TestWalletKeyAndDeriveChildPublicKey(t *testing.T) {
 	}
 	if _, _, err := client.WalletKey(res, "rsa"); err == nil {
 		t.Fatal("unknown key type accepted")
+	}
+}
+
+func TestParseDerivationPath(t *testing.T) {
+	tests := []struct {
+		in   string
+		want []uint32
+		ok   bool
+	}{
+		{"m/44/60/0/0/7", []uint32{44, 60, 0, 0, 7}, true},
+		{"44/60/0", []uint32{44, 60, 0}, true},
+		{"m", nil, true},
+		{"", nil, true},
+		{"m/2147483647", []uint32{1<<31 - 1}, true},
+		{"m/2147483648", nil, false},
+		{"m/44'/60", nil, false},
+		{"m/44h", nil, false},
+		{"m/44H", nil, false},
+		{"m//1", nil, false},
+		{"m/-1", nil, false},
+		{"m/0x10", nil, false},
+		{"m/1/", nil, false},
+	}
+	for _, tc := range tests {
+		got, err := client.ParseDerivationPath(tc.in)
+		if (err == nil) != tc.ok {
+			t.Errorf("%q: err %v", tc.in, err)
+			continue
+		}
+		if tc.ok && fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%q: got %v, want %v", tc.in, got, tc.want)
+		}
+		if tc.ok && len(tc.want) > 0 && client.FormatDerivationPath(got) != "m/"+strings.TrimPrefix(tc.in, "m/") {
+			t.Errorf("%q: formats as %q", tc.in, client.FormatDerivationPath(got))
+		}
 	}
 }

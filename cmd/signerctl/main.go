@@ -67,7 +67,7 @@ keys), "identity" (print the identity key for the peers map) and
 	f.StringVar(&g.clusterFile, "cluster", ".signerd-dev/cluster.json", "cluster file with the nodes' identity keys")
 	f.DurationVar(&g.timeout, "timeout", 10*time.Minute, "how long to wait for a result")
 	f.BoolVar(&g.json, "json", false, "print results as JSON")
-	root.AddCommand(walletCmd(g), signCmd(g), verifyCmd(), initCmd(), identityCmd(), keyCmd(), tokenCmd(), backupCmd(g), restoreCmd(g), statusCmd(g), storeCmd(g), benchCmd(g))
+	root.AddCommand(walletCmd(g), signCmd(g), verifyCmd(), deriveCmd(), initCmd(), identityCmd(), keyCmd(), tokenCmd(), backupCmd(g), restoreCmd(g), statusCmd(g), storeCmd(g), benchCmd(g))
 	return root
 }
 
@@ -201,15 +201,19 @@ func walletCmd(g *globals) *cobra.Command {
 }
 
 func signCmd(g *globals) *cobra.Command {
-	var walletID, keyType, digestHex, msgHex, txID string
+	var walletID, keyType, digestHex, msgHex, txID, pathStr string
 	cmd := &cobra.Command{
 		Use:   "sign",
 		Short: "Sign a 32-byte digest (secp256k1) or a message (ed25519) with a wallet",
 		Example: "  signerctl sign --wallet W --key-type secp256k1 --digest $(printf hello | sha256sum | cut -c1-64) --json\n" +
-			"  signerctl sign --wallet W --key-type ed25519 --message 00000102 --json",
+			"  signerctl sign --wallet W --key-type ed25519 --message 00000102 --json\n" +
+			"  signerctl sign --wallet W --key-type secp256k1 --digest … --path m/44/60/0/0/7 --json",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var tx []byte
-			var err error
+			path, err := client.ParseDerivationPath(pathStr)
+			if err != nil {
+				return err
+			}
 			switch {
 			case digestHex != "" && msgHex != "":
 				return errors.New("give --digest or --message, not both")
@@ -235,12 +239,15 @@ func signCmd(g *globals) *cobra.Command {
 				_, _ = rand.Read(b)
 				txID = "tx-" + hex.EncodeToString(b)
 			}
-			res, err := cl.SignAndWait(ctx, client.SignParams{WalletID: walletID, KeyType: keyType, TxID: txID, Tx: tx})
+			res, err := cl.SignAndWait(ctx, client.SignParams{WalletID: walletID, KeyType: keyType, TxID: txID, Tx: tx, DerivationPath: path})
 			if err != nil {
 				return err
 			}
 			return output(g, res, func() {
 				fmt.Printf("signature (%s, wallet %s, tx %s): %s\n", keyType, walletID, txID, res.Signature)
+				if res.PubKey != "" {
+					fmt.Printf("  signed by the child key %s at %s\n", res.PubKey, client.FormatDerivationPath(path))
+				}
 				if keyType == protocol.KeyTypeSecp256k1 {
 					fmt.Printf("  r=%s s=%s recovery_id=%d\n", res.R, res.S, res.SignatureRecovery)
 				}
@@ -252,6 +259,7 @@ func signCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&digestHex, "digest", "", "32-byte digest in hex (secp256k1)")
 	cmd.Flags().StringVar(&msgHex, "message", "", "message in hex (ed25519; leading zero bytes are kept)")
 	cmd.Flags().StringVar(&txID, "tx-id", "", "transaction ID (default: random)")
+	cmd.Flags().StringVar(&pathStr, "path", "", "sign with the non-hardened child key at this path, e.g. m/44/60/0/0/7 (signerctl derive computes its public key)")
 	_ = cmd.MarkFlagRequired("wallet")
 	_ = cmd.MarkFlagRequired("key-type")
 	return cmd
