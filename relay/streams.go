@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"fmt"
+	"github.com/hwsigner/signer/routing"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -74,7 +75,7 @@ func (r *Relay) ensureStreams(ctx context.Context) error {
 		Discard:     jetstream.DiscardOld,
 	}}
 	for _, c := range cfgs {
-		if _, err := r.js.CreateOrUpdateStream(ctx, c); err != nil {
+		if err := routing.EnsureStream(ctx, r.js, c); err != nil {
 			return fmt.Errorf("relay: stream %s: %w", c.Name, err)
 		}
 	}

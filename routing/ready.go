@@ -33,14 +33,29 @@ func EnsureReadyBucket(ctx context.Context, js jetstream.JetStream, o ReadyOptio
 	if o.Replicas <= 0 {
 		o.Replicas = 1
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	cfg := jetstream.KeyValueConfig{
 		Bucket:      ReadyBucket,
 		Description: "signer node heartbeats",
 		History:     1,
 		TTL:         o.TTL,
 		Storage:     o.Storage,
 		Replicas:    o.Replicas,
-	})
+	}
+	// Create, or update when it exists (as EnsureStream, not
+	// CreateOrUpdateKeyValue, which hung against a NATS cluster).
+	_, err := js.KeyValue(ctx, ReadyBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		_, err = js.CreateKeyValue(ctx, cfg)
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			err = nil
+		}
+	} else if err == nil {
+		_, err = js.UpdateKeyValue(ctx, cfg)
+	}
+	var kv jetstream.KeyValue
+	if err == nil {
+		kv, err = js.KeyValue(ctx, ReadyBucket)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("routing: kv bucket %s: %w", ReadyBucket, err)
 	}

@@ -2,6 +2,7 @@ package routing
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -113,9 +114,27 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		return err
 	}
 	for _, cfg := range []jetstream.StreamConfig{RequestStreamConfig(o), ResultStreamConfig(o)} {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		if err := EnsureStream(ctx, js, cfg); err != nil {
 			return fmt.Errorf("routing: stream %s: %w", cfg.Name, err)
 		}
 	}
 	return nil
+}
+
+// EnsureStream creates cfg's stream, or updates it when it exists. Not
+// js.CreateOrUpdateStream: against a NATS cluster its first step (an update
+// of a stream that does not exist yet) got no answer until the context
+// expired. Several nodes may race to create the stream; the losers update.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+	_, err := js.Stream(ctx, cfg.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = js.CreateStream(ctx, cfg)
+		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	_, err = js.UpdateStream(ctx, cfg)
+	return err
 }
