@@ -138,11 +138,19 @@ func DecodeRequest(op string, raw []byte) (Request, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := decodeTyped(raw, req); err != nil {
+	obj, err := decodeTyped(raw, req)
+	if err != nil {
 		return nil, err
 	}
 	if err := req.Validate(); err != nil {
 		return req, err
+	}
+	if r, ok := req.(*SigningRequest); ok {
+		// encoding/json accepts line breaks and non-zero padding bits in
+		// base64, so other strings than the one signed could stand for Tx.
+		if s, _ := obj["tx"].(string); s != base64.StdEncoding.EncodeToString(r.Tx) {
+			return req, fieldErr("tx", "not canonical base64 (standard alphabet, padded, no line breaks, unused bits zero)", nil)
+		}
 	}
 	if req.Env().Signature == "" {
 		return req, fieldErr("signature", "missing", nil)
