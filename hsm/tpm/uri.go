@@ -100,10 +100,13 @@ func ParseURI(s string) (Config, error) {
 		if host == "" || port == "" {
 			return bad("host= and port= go together")
 		}
-		if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 {
+		if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 || strconv.Itoa(n) != port {
 			return bad("port %q is not a TCP port", port)
 		}
 		cfg.Addr = net.JoinHostPort(host, port)
+		if h, _, err := net.SplitHostPort(cfg.Addr); err != nil || h != host {
+			return bad("host %q is not a host name or IP address", host)
+		}
 	}
 	if cfg.Object == "" || strings.ContainsAny(cfg.Object, "|/") {
 		return bad("object %q: want a non-empty label without | or /", cfg.Object)
@@ -134,12 +137,12 @@ func (c Config) String() string {
 	var b strings.Builder
 	b.WriteString("tpm:")
 	if c.Device != "" {
-		b.WriteString("device=" + c.Device)
+		b.WriteString("device=" + escapePathValue(c.Device))
 	} else {
 		h, p, _ := net.SplitHostPort(c.Addr)
-		b.WriteString("host=" + h + ";port=" + p)
+		b.WriteString("host=" + escapePathValue(h) + ";port=" + escapePathValue(p))
 	}
-	b.WriteString(";object=" + c.Object)
+	b.WriteString(";object=" + escapePathValue(c.Object))
 	var q []string
 	if len(c.PCRs) > 0 {
 		ps := make([]string, len(c.PCRs))
@@ -156,3 +159,7 @@ func (c Config) String() string {
 	}
 	return b.String()
 }
+
+// escapePathValue escapes what would end a path attribute's value or be
+// unescaped by ParseURI, so that String parses back to the same Config.
+var escapePathValue = strings.NewReplacer("%", "%25", ";", "%3B", "?", "%3F").Replace
