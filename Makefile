@@ -31,6 +31,21 @@ test: deps vet
 chaos: deps
 	SIGNER_CHAOS_N=150 $(GO) test -count=1 -run '^TestChaos$$' -v -timeout 30m ./cmd/signerd/ | grep -E 'chaos|kill|restart|--- |^ok|FAIL'
 
+# Go native fuzzers over the parsers of untrusted input (docs/hostile-input.md),
+# FUZZTIME each, one at a time (-fuzz takes one target per package run). Their
+# seeds (testdata/fuzz/) also run under `make test`. A crash leaves its input
+# in the package's testdata/fuzz/FuzzX/: keep it as a regression seed.
+FUZZTIME ?= 30s
+FUZZ_TARGETS = \
+	./protocol:FuzzRequest ./protocol:FuzzVerifyResult ./protocol:FuzzParsePolicy \
+	./signer/transport:FuzzRoundMessage ./hsm:FuzzOpenBlob ./cmd/signerd:FuzzParseConfig \
+	./hsm/pkcs11:FuzzParseURI ./hsm/tpm:FuzzParseURI
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; echo "== $$name ($$pkg, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -parallel 1 $$pkg; \
+	done
+
 # A local 3-node cluster on SoftHSM2: wallet, two signatures, independent checks.
 demo:
 	bash scripts/demo.sh

@@ -153,24 +153,9 @@ var ErrPartiesDiffer = errors.New("transport: nodes chose different signer sets 
 // handshake. Ready is closed once every participant's key is known and every
 // participant has ours.
 func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Session, error) {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	eph, err := ecdh.X25519().GenerateKey(rand.Reader)
+	s, err := newSession(ctx, nc, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("transport: ephemeral key: %w", err)
-	}
-	s := &Session{
-		cfg: cfg, nc: nc, eph: eph, ctx: ctx,
-		in:      make(chan ceremony.Inbound, 1024),
-		log:     cfg.Logger.With("session", cfg.SessionID),
-		done:    make(chan struct{}),
-		keys:    map[string]cipher.AEAD{},
-		ackedBy: map[string]bool{},
-		seenSeq: map[string]map[uint64]bool{},
-		ready:   make(chan struct{}),
-		failed:  make(chan struct{}),
-		told:    map[string]bool{},
+		return nil, err
 	}
 	s.sub, err = nc.Subscribe(Subject(cfg.SessionID, cfg.Self.NodeID), s.onMsg)
 	if err != nil {
@@ -186,6 +171,30 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Session, error) {
 	// Otherwise this node observes: it chose a signer set without itself
 	// and only answers the hellos of members that chose it (see onMsg).
 	return s, nil
+}
+
+// newSession builds a session that is not subscribed yet (the fuzz tests
+// feed its onMsg directly).
+func newSession(ctx context.Context, nc *nats.Conn, cfg Config) (*Session, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	eph, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("transport: ephemeral key: %w", err)
+	}
+	return &Session{
+		cfg: cfg, nc: nc, eph: eph, ctx: ctx,
+		in:      make(chan ceremony.Inbound, 1024),
+		log:     cfg.Logger.With("session", cfg.SessionID),
+		done:    make(chan struct{}),
+		keys:    map[string]cipher.AEAD{},
+		ackedBy: map[string]bool{},
+		seenSeq: map[string]map[uint64]bool{},
+		ready:   make(chan struct{}),
+		failed:  make(chan struct{}),
+		told:    map[string]bool{},
+	}, nil
 }
 
 // Ready is closed when the handshake is complete.
