@@ -154,8 +154,11 @@ func transportSeeds(t testing.TB) map[string][]byte {
 	otherParties := wireMsg{Session: fuzzSession, From: "node2", To: "node0", Kind: "hello", Seq: 1, Payload: make([]byte, 32), Parties: []string{"node0", "node2"}}
 	fromOutsider := msg
 	fromOutsider.From = "node3"
-	forged := bc(msg)
-	forged = []byte(string(forged[:len(forged)-3]) + `A"}`)
+	// Forged: a genuine signature over another payload.
+	fm := msg
+	signWire(t, &fm, k1)
+	fm.Payload = []byte("forged payload")
+	forged, _ := json.Marshal(&fm)
 	wrongSession, wrongTo, badKind, badHello := msg, msg, msg, wireMsg{Session: fuzzSession, From: "node1", To: "node0", Kind: "hello", Seq: 2, Payload: []byte{1, 2, 3}, Parties: fuzzParticipants}
 	wrongSession.Session = "sess-2"
 	wrongTo.To = "node2"
