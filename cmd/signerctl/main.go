@@ -67,7 +67,7 @@ keys), "identity" (print the identity key for the peers map) and
 	f.StringVar(&g.clusterFile, "cluster", ".signerd-dev/cluster.json", "cluster file with the nodes' identity keys")
 	f.DurationVar(&g.timeout, "timeout", 10*time.Minute, "how long to wait for a result")
 	f.BoolVar(&g.json, "json", false, "print results as JSON")
-	root.AddCommand(walletCmd(g), signCmd(g), verifyCmd(), deriveCmd(), initCmd(), identityCmd(), keyCmd(), tokenCmd(), backupCmd(g), restoreCmd(g), statusCmd(g), storeCmd(g), benchCmd(g))
+	root.AddCommand(walletCmd(g), signCmd(g), reshareCmd(g), verifyCmd(), deriveCmd(), initCmd(), identityCmd(), keyCmd(), tokenCmd(), backupCmd(g), restoreCmd(g), statusCmd(g), storeCmd(g), benchCmd(g))
 	return root
 }
 

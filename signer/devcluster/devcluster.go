@@ -44,7 +44,11 @@ type Options struct {
 	TestPreParams []*ecdsakeygen.LocalPreParams
 	SignTimeout   time.Duration
 	KeygenTimeout time.Duration
-	Logger        *slog.Logger
+	// DrainTimeout: how long a stopped node lets its running sessions go
+	// on (0: the node's default). Tests that stop a node mid-ceremony set
+	// it short, so that StopNode interrupts the ceremony like a crash.
+	DrainTimeout time.Duration
+	Logger       *slog.Logger
 	// NATSPort: 0 picks a free port.
 	NATSPort int
 }
@@ -163,7 +167,8 @@ func (c *Cluster) startNode(ctx context.Context, id string) error {
 	n, err := node.New(ctx, node.Config{
 		NodeID: id, Committee: c.NodeIDs, Threshold: c.opts.Threshold, Peers: peers, Policy: c.opts.Policy,
 		TestPreParams: c.opts.TestPreParams, SignTimeout: c.opts.SignTimeout, KeygenTimeout: c.opts.KeygenTimeout,
-		Streams: routing.StreamOptions{}, Ready: routing.ReadyOptions{},
+		DrainTimeout: c.opts.DrainTimeout,
+		Streams:      routing.StreamOptions{}, Ready: routing.ReadyOptions{},
 		Logger: c.opts.Logger,
 	}, nc, m.backend, st)
 	if err != nil {

@@ -103,7 +103,13 @@ func (n *Node) handle(ctx context.Context, m jetstream.Msg) {
 	case *protocol.KeygenRequest:
 		n.keygen(ctx, r, res)
 	case *protocol.SigningRequest:
+		if n.leftCommittee(r.WalletID, r.KeyType) {
+			res = nil // a reshare moved this key elsewhere: stay out
+			break
+		}
 		n.sign(ctx, r, res)
+	case *protocol.ReshareRequest:
+		n.reshare(ctx, r, res)
 	default:
 		res.SetError(protocol.CodeBadRequest, "operation "+op+" is not supported by this node yet")
 	}

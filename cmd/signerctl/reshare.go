@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hwsigner/signer/client"
+)
+
+func reshareCmd(g *globals) *cobra.Command {
+	var walletID, keyType, nodes, sessionID string
+	var signers int
+	cmd := &cobra.Command{
+		Use:   "reshare",
+		Short: "Move a wallet key to a new committee and/or threshold (the public key stays)",
+		Long: `reshare asks the cluster to reshare one key type of a wallet: the old
+committee's shares are replaced by shares of the same key held by --nodes, of
+which --threshold must sign (t+1, as signerd's --threshold; the request's
+new_threshold is t = --threshold - 1). The old shares are deleted once every
+new member has stored its new share; a failed reshare leaves the old
+committee as it was. The result arrives on mpc.mpc_reshare_result[.<clientID>].<sessionID>.`,
+		Example: "  signerctl reshare --wallet W --key-type secp256k1 --nodes node0,node1,node3 --threshold 2 --json",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var ids []string
+			for _, id := range strings.Split(nodes, ",") {
+				if id = strings.TrimSpace(id); id != "" {
+					ids = append(ids, id)
+				}
+			}
+			if signers < 2 || signers > len(ids) {
+				return fmt.Errorf("--threshold must be between 2 and the number of --nodes (%d), got %d", len(ids), signers)
+			}
+			if sessionID == "" {
+				b := make([]byte, 8)
+				if _, err := rand.Read(b); err != nil {
+					return err
+				}
+				sessionID = "reshare-" + hex.EncodeToString(b)
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
+			defer cancel()
+			cl, done, err := g.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer done()
+			res, err := cl.ReshareAndWait(ctx, client.ReshareParams{
+				WalletID: walletID, KeyType: keyType, SessionID: sessionID, NodeIDs: ids, NewThreshold: signers - 1,
+			})
+			if err != nil {
+				var re *client.ResultError
+				if errors.As(err, &re) && g.json {
+					_ = output(g, map[string]any{"result_type": "error", "error_code": re.Code, "error_reason": re.Reason, "request_id": re.RequestID, "session_id": sessionID}, func() {})
+				}
+				return err
+			}
+			return output(g, res, func() {
+				fmt.Printf("reshared %s key of wallet %s to %v, %d-of-%d (session %s)\n  public key (unchanged): %s\n",
+					keyType, walletID, ids, signers, len(ids), sessionID, res.PubKey)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&walletID, "wallet", "", "wallet ID")
+	cmd.Flags().StringVar(&keyType, "key-type", "", "secp256k1 or ed25519")
+	cmd.Flags().StringVar(&nodes, "nodes", "", "the new committee, comma-separated node IDs")
+	cmd.Flags().IntVar(&signers, "threshold", 0, "number of new committee members that must sign (t+1)")
+	cmd.Flags().StringVar(&sessionID, "session-id", "", "session ID of the result subject (default: random)")
+	for _, f := range []string{"wallet", "key-type", "nodes", "threshold"} {
+		_ = cmd.MarkFlagRequired(f)
+	}
+	return cmd
+}
