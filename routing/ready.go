@@ -41,20 +41,25 @@ func EnsureReadyBucket(ctx context.Context, js jetstream.JetStream, o ReadyOptio
 		Storage:     o.Storage,
 		Replicas:    o.Replicas,
 	}
-	// Create, or update when it exists (as EnsureStream, not
-	// CreateOrUpdateKeyValue, which hung against a NATS cluster).
-	_, err := js.KeyValue(ctx, ReadyBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		_, err = js.CreateKeyValue(ctx, cfg)
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			err = nil
-		}
-	} else if err == nil {
-		_, err = js.UpdateKeyValue(ctx, cfg)
-	}
+	// Create it when missing; an existing bucket is used as it is (changing
+	// the TTL or replicas of a live bucket is an operator's job: nats kv).
+	// Each step has a short deadline and is retried, as in EnsureStream:
+	// against a NATS cluster a create racing another node's got no answer.
 	var kv jetstream.KeyValue
-	if err == nil {
-		kv, err = js.KeyValue(ctx, ReadyBucket)
+	var err error
+	for {
+		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		kv, err = js.KeyValue(sctx, ReadyBucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = js.CreateKeyValue(sctx, cfg)
+			if errors.Is(err, jetstream.ErrBucketExists) {
+				err = context.DeadlineExceeded // another node made it: look again
+			}
+		}
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			break
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("routing: kv bucket %s: %w", ReadyBucket, err)

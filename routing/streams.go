@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -121,20 +122,51 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 	return nil
 }
 
-// EnsureStream creates cfg's stream, or updates it when it exists. Not
-// js.CreateOrUpdateStream: against a NATS cluster its first step (an update
-// of a stream that does not exist yet) got no answer until the context
-// expired. Several nodes may race to create the stream; the losers update.
+// EnsureStream creates cfg's stream, or updates it when it exists with
+// another configuration; an existing stream with the same configuration is
+// left alone. Not js.CreateOrUpdateStream: against a NATS cluster (R3) an
+// update of a stream that does not exist yet, or an update or create racing
+// another node's create, got no answer until the context expired. So each
+// step has its own short deadline and is retried until ctx ends.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
-	_, err := js.Stream(ctx, cfg.Name)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		_, err = js.CreateStream(ctx, cfg)
-		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+	for {
+		err := ensureStreamOnce(ctx, js, cfg)
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
 			return err
 		}
-	} else if err != nil {
+		// One step timed out (a cluster still settling): look again.
+	}
+}
+
+func ensureStreamOnce(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+	step := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 3*time.Second) }
+	sctx, cancel := step()
+	st, err := js.Stream(sctx, cfg.Name)
+	cancel()
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		sctx, cancel := step()
+		defer cancel()
+		_, err = js.CreateStream(sctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return context.DeadlineExceeded // another node created it: look again
+		}
+		return err
+	case err != nil:
 		return err
 	}
-	_, err = js.UpdateStream(ctx, cfg)
+	if sameStreamConfig(st.CachedInfo().Config, cfg) {
+		return nil
+	}
+	sctx, cancel = step()
+	defer cancel()
+	_, err = js.UpdateStream(sctx, cfg)
 	return err
+}
+
+// sameStreamConfig compares the fields this package sets.
+func sameStreamConfig(a, b jetstream.StreamConfig) bool {
+	return a.Description == b.Description && slices.Equal(a.Subjects, b.Subjects) && a.Retention == b.Retention &&
+		a.Storage == b.Storage && a.Replicas == b.Replicas && a.MaxAge == b.MaxAge && a.Duplicates == b.Duplicates &&
+		a.MaxMsgSize == b.MaxMsgSize && a.Discard == b.Discard
 }

@@ -210,10 +210,12 @@ func (n *Node) Drops() map[string]int64 {
 // the pre-params pool filled and handles requests until ctx ends. It waits
 // for running sessions to finish before it returns.
 func (n *Node) Run(ctx context.Context) error {
-	if err := routing.EnsureStreams(ctx, n.js, n.cfg.Streams); err != nil {
-		return fmt.Errorf("streams: %w", err)
+	setup, cancelSetup := context.WithTimeout(ctx, time.Minute)
+	defer cancelSetup()
+	if err := routing.EnsureStreams(setup, n.js, n.cfg.Streams); err != nil {
+		return fmt.Errorf("streams (is JetStream enabled, and are nats.replicas servers up?): %w", err)
 	}
-	kv, err := routing.EnsureReadyBucket(ctx, n.js, n.cfg.Ready)
+	kv, err := routing.EnsureReadyBucket(setup, n.js, n.cfg.Ready)
 	if err != nil {
 		return fmt.Errorf("readiness bucket: %w", err)
 	}
