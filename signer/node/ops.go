@@ -13,6 +13,7 @@ import (
 
 	"github.com/hwsigner/signer/hsm"
 	"github.com/hwsigner/signer/protocol"
+	"github.com/hwsigner/signer/protocol/hd"
 	"github.com/hwsigner/signer/signer/ceremony"
 	"github.com/hwsigner/signer/signer/store"
 	"github.com/hwsigner/signer/signer/transport"
@@ -123,9 +124,13 @@ func (n *Node) keygenOne(ctx context.Context, sid string, r *protocol.KeygenRequ
 	if err != nil {
 		return nil, err
 	}
+	chain, err := hd.ChainCode(kt, pub)
+	if err != nil {
+		return nil, fmt.Errorf("chain code: %w", err)
+	}
 	meta := store.WalletMeta{
 		WalletID: r.WalletID, KeyType: kt, Epoch: 1, Committee: n.cfg.Committee, Threshold: n.cfg.Threshold,
-		PubKey: pub, CreatedAt: time.Now().UTC(), Status: store.StatusActive, CreatedBy: r.ClientID,
+		PubKey: pub, ChainCode: chain, CreatedAt: time.Now().UTC(), Status: store.StatusActive, CreatedBy: r.ClientID,
 	}
 	if err := n.st.PutShare(meta, sealed); err != nil {
 		return nil, fmt.Errorf("store share: %w", err)
