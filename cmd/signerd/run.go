@@ -192,8 +192,13 @@ line), its store, its peers' identity keys and the client policy.`,
 				health.NotifyReady("node " + cfg.NodeID + " serving")
 				health.Watchdog(ctx, checker, log)
 			}()
-			go func() { <-ctx.Done(); health.NotifyStopping() }()
-			return n.Run(ctx)
+			stopping := make(chan struct{})
+			go func() { <-ctx.Done(); health.NotifyStopping(); close(stopping) }()
+			err = n.Run(ctx)
+			if ctx.Err() != nil {
+				<-stopping // STOPPING=1 is sent before the process exits
+			}
+			return err
 		},
 	}
 	cmd.Flags().StringVar(&path, "config", "/etc/signerd/signerd.yaml", "YAML config file")

@@ -19,6 +19,11 @@ type readiness struct {
 	last map[string]time.Time
 }
 
+// watchReadiness keeps r up to date from a KV watcher. This node's own
+// heartbeat arrives every TTL/3, so a watcher silent for TTL/2 has stalled
+// (seen after a NATS server restart: no error, no update, and every peer
+// expiring from the view); it is then replaced by a new one, which starts
+// with the bucket's current values.
 func watchReadiness(ctx context.Context, kv jetstream.KeyValue, ttl time.Duration, log *slog.Logger) (*readiness, error) {
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
@@ -27,17 +32,43 @@ func watchReadiness(ctx context.Context, kv jetstream.KeyValue, ttl time.Duratio
 	r := &readiness{ttl: ttl, last: map[string]time.Time{}}
 	initial := make(chan struct{})
 	go func() {
-		defer func() { _ = w.Stop() }()
 		once := sync.Once{}
+		stall := time.NewTicker(ttl / 4)
+		defer stall.Stop()
+		lastEvent := time.Now()
+		defer func() {
+			if w != nil {
+				_ = w.Stop()
+			}
+		}()
 		for {
+			var updates <-chan jetstream.KeyValueEntry
+			if w != nil {
+				updates = w.Updates()
+			}
 			select {
 			case <-ctx.Done():
 				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					log.Warn("readiness watcher ended")
-					return
+			case <-stall.C:
+				if time.Since(lastEvent) < ttl/2 {
+					continue
 				}
+				log.Warn("readiness watcher silent; starting a new one", "silent_for", time.Since(lastEvent).Round(time.Second).String())
+				if w != nil {
+					_ = w.Stop()
+				}
+				if w, err = kv.WatchAll(ctx); err != nil {
+					log.Warn("readiness watcher", "err", err)
+					w = nil
+				}
+				lastEvent = time.Now()
+			case e, ok := <-updates:
+				if !ok {
+					log.Warn("readiness watcher ended; starting a new one")
+					w, lastEvent = nil, time.Time{} // replaced at the next tick
+					continue
+				}
+				lastEvent = time.Now()
 				if e == nil { // end of the initial values
 					once.Do(func() { close(initial) })
 					continue
