@@ -3,7 +3,7 @@ GO ?= go
 # time (-p 1): the ECDSA keygen tests are CPU-bound and would starve each other.
 TEST_TIMEOUT ?= 18m
 
-.PHONY: all build test chaos vet fmt fixtures deps demo bench dist clean
+.PHONY: all build test chaos load vet fmt fixtures deps demo bench dist clean
 
 all: build
 
@@ -45,6 +45,12 @@ fuzz:
 		pkg=$${t%%:*}; name=$${t##*:}; echo "== $$name ($$pkg, $(FUZZTIME))"; \
 		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) -parallel 1 $$pkg; \
 	done
+
+# Load: 4 clients x 250 sign requests (4 in flight each) on a 2-of-3
+# cluster; success rate, p50/p95/p99, and nothing left behind (goroutines,
+# NATS subscriptions). make test runs 4 x 25.
+load: deps
+	SIGNER_LOAD_N=250 $(GO) test -count=1 -run '^TestLoad$$' -v -timeout 30m ./signer/devcluster/ | grep -E 'load:|left behind|--- |^ok|FAIL'
 
 # A local 3-node cluster on SoftHSM2: wallet, two signatures, independent checks.
 demo:

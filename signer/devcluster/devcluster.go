@@ -213,6 +213,18 @@ func (c *Cluster) Node(id string) *node.Node {
 	return nil
 }
 
+// Subscriptions is the number of NATS subscriptions a running node holds
+// (-1 when stopped): sessions subscribe while they run and must leave none
+// behind.
+func (c *Cluster) Subscriptions(id string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if m := c.members[id]; m != nil && m.node != nil {
+		return m.nc.NumSubscriptions()
+	}
+	return -1
+}
+
 // StopNode stops one node (its readiness entry goes with it) and closes its
 // store; the key backend stays open for a later RestartNode.
 func (c *Cluster) StopNode(id string) {
