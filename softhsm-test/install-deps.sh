@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests and the demo need, if missing:
-# SoftHSM2 (PKCS#11 token), swtpm (TPM 2.0 simulator), gcc (cgo for PKCS#11).
+# Installs what the tests and the demo need, if missing: Go (install-go.sh),
+# then the Debian packages SoftHSM2 (PKCS#11 token), swtpm (TPM 2.0
+# simulator) and gcc (cgo for PKCS#11).
 set -euo pipefail
+# Go first (the version go.mod names), from the module proxy, checksum-verified.
+bash "$(dirname "$0")/install-go.sh"
 need=()
 [ -e /usr/lib/softhsm/libsofthsm2.so ] || need+=(softhsm2)
 command -v swtpm >/dev/null 2>&1 || need+=(swtpm swtpm-tools)
