@@ -30,7 +30,7 @@ done
 grep -E "NATS URL|client key|cluster info" "$DIR/signerd.log" || true
 CTL=("$BIN/signerctl" --cluster "$DIR/cluster.json" --client-id demo)
 
-say "creating wallet demo-wallet (ECDSA keygen with DLN and mod proofs is CPU-heavy: about a minute on 2 cores)"
+say "creating wallet demo-wallet (ECDSA keygen with DLN and mod proofs: a few seconds on 2 cores)"
 "${CTL[@]}" wallet create --wallet demo-wallet --json >"$DIR/wallet.json"
 ECPUB=$(sed -E 's/.*"ecdsa_pub_key":"([0-9a-f]+)".*/\1/' "$DIR/wallet.json")
 EDPUB=$(sed -E 's/.*"eddsa_pub_key":"([0-9a-f]+)".*/\1/' "$DIR/wallet.json")
