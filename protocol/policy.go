@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -205,6 +206,24 @@ func ParsePublicKey(s string) (crypto.PublicKey, error) {
 		return nil, fmt.Errorf("%w: %v", ErrUnsupportedKey, err)
 	}
 	return normalizePublicKey(pub)
+}
+
+// ParsePrivateKeyPEM parses a PEM PKCS#8 "PRIVATE KEY" block (a client key
+// file) into a signer. Errors never include key material.
+func ParsePrivateKeyPEM(b []byte) (crypto.Signer, error) {
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, errors.New("not PEM")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("not a PKCS#8 private key: %w", err)
+	}
+	s, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, errors.New("not a signing key")
+	}
+	return s, nil
 }
 
 // MarshalPublicKeyPEM encodes an Ed25519 or ECDSA P-256 public key as a PEM

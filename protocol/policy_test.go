@@ -2,9 +2,12 @@ package protocol
 
 import (
 	"crypto"
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -144,5 +147,34 @@ func TestPolicyInvalid(t *testing.T) {
 	}
 	if _, err := LoadPolicyFile(filepath.Join(t.TempDir(), "missing")); !errors.Is(err, ErrInvalidPolicy) {
 		t.Errorf("missing file: %v", err)
+	}
+}
+
+func TestParsePrivateKeyPEM(t *testing.T) {
+	_, ed, _ := ed25519.GenerateKey(rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(ed)
+	good := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	tests := []struct {
+		name string
+		in   []byte
+		want string
+	}{
+		{"ed25519", good, ""},
+		{"not PEM", []byte("hello"), "not PEM"},
+		{"garbage DER", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte{1, 2, 3}}), "not a PKCS#8"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := ParsePrivateKeyPEM(tc.in)
+			if tc.want == "" {
+				if err != nil || !s.Public().(ed25519.PublicKey).Equal(ed.Public()) {
+					t.Fatalf("%v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err %v, want %q", err, tc.want)
+			}
+		})
 	}
 }

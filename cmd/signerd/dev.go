@@ -186,11 +186,7 @@ func devToken(dir, id string) (string, error) {
 func loadOrCreateClientKey(path string) (ed25519.PrivateKey, error) {
 	b, err := os.ReadFile(path)
 	if err == nil {
-		blk, _ := pem.Decode(b)
-		if blk == nil {
-			return nil, fmt.Errorf("%s: not a PEM file", path)
-		}
-		k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+		k, err := protocol.ParsePrivateKeyPEM(b)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
