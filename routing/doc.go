@@ -1,5 +1,5 @@
 // Package routing names the NATS subjects, JetStream streams, consumers and
-// the readiness KV bucket of the signer cluster (DESIGN §3), and creates them
+// the readiness KV bucket of the signer cluster, and creates them
 // idempotently.
 //
 // Requests: stream MPC_REQUESTS (interest retention), subjects
