@@ -31,7 +31,7 @@ const (
 
 // Config is signer-relay's YAML configuration (docs/signer-relay.example.yaml).
 // Secrets are never in it: only sources (file:/path, env:NAME, cred:NAME)
-// read with hsm.ReadSecret.
+// read with secret.Read.
 type Config struct {
 	Listen string `yaml:"listen"`
 	TLS    struct {

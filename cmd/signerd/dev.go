@@ -17,8 +17,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/hwsigner/signer/hsm"
 	"github.com/hwsigner/signer/hsm/pkcs11"
+	"github.com/hwsigner/signer/internal/secret"
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/signer/devcluster"
 	"github.com/hwsigner/signer/signer/preparams"
@@ -172,8 +172,8 @@ func devToken(dir, id string) (string, error) {
 	_, _ = rand.Read(pin)
 	_, _ = rand.Read(so)
 	pinHex, soHex := []byte(hex.EncodeToString(pin)), []byte(hex.EncodeToString(so))
-	defer hsm.Zero(pinHex)
-	defer hsm.Zero(soHex)
+	defer secret.Zero(pinHex)
+	defer secret.Zero(soHex)
 	if err := pkcs11.InitToken(softhsmModule, id, soHex, pinHex); err != nil {
 		return "", err
 	}
