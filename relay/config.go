@@ -11,6 +11,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/hwsigner/signer/keyfile"
 	"github.com/hwsigner/signer/protocol"
 )
 
@@ -176,7 +177,7 @@ func (c *Config) Check() error {
 			return fmt.Errorf("config: %s.public_keys empty", where)
 		}
 		for i, k := range cl.PublicKeys {
-			if _, err := protocol.ParsePublicKey(k); err != nil {
+			if _, err := keyfile.ParsePublicKey(k); err != nil {
 				return fmt.Errorf("config: %s.public_keys[%d]: %w", where, i, err)
 			}
 		}

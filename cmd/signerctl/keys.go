@@ -13,7 +13,7 @@ import (
 	"github.com/hwsigner/signer/hsm/pkcs11"
 	hsmuri "github.com/hwsigner/signer/hsm/uri"
 	"github.com/hwsigner/signer/internal/secret"
-	"github.com/hwsigner/signer/protocol"
+	"github.com/hwsigner/signer/keyfile"
 	"github.com/hwsigner/signer/signer/keyops"
 	"github.com/hwsigner/signer/signer/store"
 )
@@ -115,7 +115,7 @@ func printIdentity(cmd *cobra.Command, u string) error {
 	if err != nil {
 		return err
 	}
-	p, err := protocol.MarshalPublicKeyPEM(id.Public())
+	p, err := keyfile.MarshalPublicKeyPEM(id.Public())
 	if err != nil {
 		return err
 	}
