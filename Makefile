@@ -37,7 +37,7 @@ chaos: deps
 # in the package's testdata/fuzz/FuzzX/: keep it as a regression seed.
 FUZZTIME ?= 30s
 FUZZ_TARGETS = \
-	./protocol:FuzzRequest ./protocol:FuzzVerifyResult ./protocol:FuzzParsePolicy \
+	./protocol:FuzzRequest ./protocol:FuzzVerifyResult ./policy:FuzzParsePolicy \
 	./signer/transport:FuzzRoundMessage ./hsm:FuzzOpenBlob ./cmd/signerd:FuzzParseConfig \
 	./hsm/pkcs11:FuzzParseURI ./hsm/tpm:FuzzParseURI
 fuzz:

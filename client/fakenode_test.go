@@ -17,6 +17,8 @@ import (
 
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 	decredecdsa "github.com/decred/dcrd/dcrec/secp256k1/v4/ecdsa"
+	"github.com/hwsigner/signer/keyfile"
+	"github.com/hwsigner/signer/policy"
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/routing"
 	"github.com/nats-io/nats.go"
@@ -30,7 +32,7 @@ import (
 type fakeNode struct {
 	id       string
 	identity crypto.Signer
-	policy   *protocol.Policy
+	policy   *policy.Policy
 	js       jetstream.JetStream
 	handled  atomic.Int64
 	rejected atomic.Int64
@@ -51,9 +53,9 @@ func walletKeys(walletID string) (*secp256k1.PrivateKey, ed25519.PrivateKey) {
 	return secp256k1.PrivKeyFromBytes(seed[:]), ed25519.NewKeyFromSeed(seed[:])
 }
 
-func startFakeNode(t *testing.T, ctx context.Context, js jetstream.JetStream, id string, identity crypto.Signer, policy *protocol.Policy) *fakeNode {
+func startFakeNode(t *testing.T, ctx context.Context, js jetstream.JetStream, id string, identity crypto.Signer, pol *policy.Policy) *fakeNode {
 	t.Helper()
-	n := &fakeNode{id: id, identity: identity, policy: policy, js: js}
+	n := &fakeNode{id: id, identity: identity, policy: pol, js: js}
 	cons, err := routing.NodeConsumer(ctx, js, id)
 	if err != nil {
 		t.Fatal(err)
@@ -149,20 +151,20 @@ type binding struct {
 }
 
 // policyFor binds each signer to its client IDs with every op.
-func policyFor(t testing.TB, bindings ...binding) *protocol.Policy {
+func policyFor(t testing.TB, bindings ...binding) *policy.Policy {
 	t.Helper()
-	var cfg protocol.PolicyConfig
+	var cfg policy.Config
 	for i, b := range bindings {
-		pemText, err := protocol.MarshalPublicKeyPEM(b.signer.Public())
+		pemText, err := keyfile.MarshalPublicKeyPEM(b.signer.Public())
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg.Clients = append(cfg.Clients, protocol.ClientConfig{
+		cfg.Clients = append(cfg.Clients, policy.ClientConfig{
 			Name: fmt.Sprintf("client%d", i), PublicKey: pemText, ClientIDs: b.clientIDs,
 			Ops: []string{protocol.OpKeygen, protocol.OpSign, protocol.OpReshare},
 		})
 	}
-	p, err := protocol.NewPolicy(cfg)
+	p, err := policy.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+
+	"github.com/hwsigner/signer/internal/secret"
 )
 
 // FormatVersion is the version of the sealed-blob format written by Seal.
@@ -77,7 +79,7 @@ func (s *Sealer) Wrapper() Wrapper { return s.w }
 // Seal encrypts plaintext under a fresh data key bound to bind.
 func (s *Sealer) Seal(ctx context.Context, plaintext []byte, bind Binding) ([]byte, error) {
 	dk := make([]byte, 32)
-	defer Zero(dk)
+	defer secret.Zero(dk)
 	if _, err := rand.Read(dk); err != nil {
 		return nil, fmt.Errorf("seal: data key: %w", err)
 	}
@@ -122,7 +124,7 @@ func (s *Sealer) Open(ctx context.Context, raw []byte, bind Binding) ([]byte, er
 	if err != nil {
 		return nil, fmt.Errorf("open: %w", err)
 	}
-	defer Zero(dk)
+	defer secret.Zero(dk)
 	gcm, err := newGCM(dk)
 	if err != nil {
 		return nil, err
@@ -149,7 +151,7 @@ func (s *Sealer) Rewrap(ctx context.Context, raw []byte, bind Binding) ([]byte, 
 	if err != nil {
 		return nil, false, fmt.Errorf("rewrap: %w", err)
 	}
-	defer Zero(dk)
+	defer secret.Zero(dk)
 	// Authenticate the payload before committing to the new wrapping.
 	gcm, err := newGCM(dk)
 	if err != nil {
@@ -159,7 +161,7 @@ func (s *Sealer) Rewrap(ctx context.Context, raw []byte, bind Binding) ([]byte, 
 	if err != nil {
 		return nil, false, Errorf(ErrTampered, "rewrap sealed blob", "the blob was altered; restore it from a backup", err)
 	}
-	Zero(pt)
+	secret.Zero(pt)
 	ref, wrapped, err := s.w.WrapKey(ctx, dk, aad)
 	if err != nil {
 		return nil, false, fmt.Errorf("rewrap: %w", err)

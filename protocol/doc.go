@@ -2,8 +2,9 @@
 // package), nodes and relays: the request and result JSON types, the
 // canonical encoding the signatures cover, request signatures by client keys
 // (Ed25519 or ECDSA P-256 behind a crypto.Signer), result signatures by node
-// identity keys, the stable error codes, and the node-side client policy that
-// binds client keys to clientIDs and operations.
+// identity keys and the stable error codes. The node-side client policy that
+// binds client keys to clientIDs and operations is package policy; the text
+// forms of the keys (PEM, base64) are package keyfile.
 //
 // The canonical encoding is specified in docs/canonical-encoding.md and the
 // error codes in docs/error-codes.md.

@@ -3,8 +3,10 @@ package protocol
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/pem"
 	"os"
 	"strings"
 	"testing"
@@ -73,7 +75,11 @@ func TestCanonicalEncodingDocExample(t *testing.T) {
 	if !strings.Contains(doc, "`key_id` is `"+keyID+"`") {
 		t.Errorf("documented key_id differs from %s", keyID)
 	}
-	pemText, _ := MarshalPublicKeyPEM(priv.Public())
+	der, err := x509.MarshalPKIXPublicKey(priv.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemText := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
 	if !strings.Contains(doc, pemText) {
 		t.Errorf("documented PEM differs from\n%s", pemText)
 	}

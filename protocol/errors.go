@@ -33,16 +33,6 @@ var (
 	// ErrNotYetValid: the request's created_at lies in the future beyond
 	// the allowed clock skew.
 	ErrNotYetValid = errors.New("protocol: request not yet valid")
-
-	// ErrInvalidPolicy: the client policy file is invalid.
-	ErrInvalidPolicy = errors.New("protocol: invalid client policy")
-	// ErrUnknownKey: no client in the policy has this key_id.
-	ErrUnknownKey = errors.New("protocol: unknown client key")
-	// ErrClientIDNotAllowed: the key is known but not bound to the claimed
-	// client_id.
-	ErrClientIDNotAllowed = errors.New("protocol: client_id not allowed for this key")
-	// ErrOpNotAllowed: the key may not perform this operation.
-	ErrOpNotAllowed = errors.New("protocol: operation not allowed for this key")
 )
 
 // FieldError reports which request field failed validation and why. It

@@ -11,6 +11,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/hwsigner/signer/keyfile"
 	"github.com/hwsigner/signer/protocol"
 )
 
@@ -31,7 +32,7 @@ const (
 
 // Config is signer-relay's YAML configuration (docs/signer-relay.example.yaml).
 // Secrets are never in it: only sources (file:/path, env:NAME, cred:NAME)
-// read with hsm.ReadSecret.
+// read with secret.Read.
 type Config struct {
 	Listen string `yaml:"listen"`
 	TLS    struct {
@@ -176,7 +177,7 @@ func (c *Config) Check() error {
 			return fmt.Errorf("config: %s.public_keys empty", where)
 		}
 		for i, k := range cl.PublicKeys {
-			if _, err := protocol.ParsePublicKey(k); err != nil {
+			if _, err := keyfile.ParsePublicKey(k); err != nil {
 				return fmt.Errorf("config: %s.public_keys[%d]: %w", where, i, err)
 			}
 		}

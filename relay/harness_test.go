@@ -26,6 +26,8 @@ import (
 
 	"github.com/hwsigner/signer/internal/fixtures"
 	"github.com/hwsigner/signer/internal/testhsm"
+	"github.com/hwsigner/signer/keyfile"
+	"github.com/hwsigner/signer/policy"
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/relay"
 	"github.com/hwsigner/signer/signer/devcluster"
@@ -44,18 +46,18 @@ func startEnv(t testing.TB) *env {
 	t.Helper()
 	testhsm.Setup(t)
 	e := &env{keys: map[string]ed25519.PrivateKey{}, tokens: map[string]string{}, dir: t.TempDir()}
-	var cfg protocol.PolicyConfig
+	var cfg policy.Config
 	for _, id := range []string{"svcA", "svcB"} {
 		_, k, _ := ed25519.GenerateKey(rand.Reader)
 		e.keys[id] = k
 		e.tokens[id] = "tok-" + id + "-" + randHex(16)
-		pem, err := protocol.MarshalPublicKeyPEM(k.Public())
+		pem, err := keyfile.MarshalPublicKeyPEM(k.Public())
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg.Clients = append(cfg.Clients, protocol.ClientConfig{Name: id, PublicKey: pem, ClientIDs: []string{id}, Ops: []string{"keygen", "sign", "reshare"}})
+		cfg.Clients = append(cfg.Clients, policy.ClientConfig{Name: id, PublicKey: pem, ClientIDs: []string{id}, Ops: []string{"keygen", "sign", "reshare"}})
 	}
-	pol, err := protocol.NewPolicy(cfg)
+	pol, err := policy.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +117,7 @@ func (e *env) config(t testing.TB, hooks map[string]*receiver) relay.Config {
 	cfg := relay.Config{Clients: map[string]*relay.ClientConfig{}}
 	cfg.NATS.URL = e.c.URL
 	for id, k := range e.keys {
-		pem, _ := protocol.MarshalPublicKeyPEM(k.Public())
+		pem, _ := keyfile.MarshalPublicKeyPEM(k.Public())
 		cc := &relay.ClientConfig{
 			TokenSource: "file:" + writeFile(t, e.dir, id+".token", e.tokens[id]+"\n"),
 			PublicKeys:  []string{pem},

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hwsigner/signer/keyfile"
 	"github.com/hwsigner/signer/protocol"
 )
 
@@ -66,7 +67,7 @@ func New(cfg Config, log *slog.Logger) (*Relay, error) {
 		}
 		cs := &clientState{id: id, keys: map[string]crypto.PublicKey{}, wcfg: cc.Webhook}
 		for _, k := range cc.PublicKeys {
-			pub, err := protocol.ParsePublicKey(k)
+			pub, err := keyfile.ParsePublicKey(k)
 			if err != nil {
 				return nil, fmt.Errorf("client %s: %w", id, err)
 			}

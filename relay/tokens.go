@@ -8,7 +8,7 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/hwsigner/signer/hsm"
+	"github.com/hwsigner/signer/internal/secret"
 )
 
 // minTokenLen: shorter bearer tokens are refused at start (guessable).
@@ -30,11 +30,11 @@ type tokenEntry struct {
 // skipped) and binds each token to clientID. A token bound to two clients is
 // an error.
 func (s *tokenSet) add(clientID, source string) error {
-	raw, err := hsm.ReadSecret(source)
+	raw, err := secret.Read(source)
 	if err != nil {
 		return fmt.Errorf("client %s token_source: %w", clientID, err)
 	}
-	defer hsm.Zero(raw)
+	defer secret.Zero(raw)
 	n := 0
 	for _, line := range strings.Split(string(raw), "\n") {
 		tok := strings.TrimSpace(line)

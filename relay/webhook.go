@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hwsigner/signer/hsm"
+	"github.com/hwsigner/signer/internal/secret"
 )
 
 // webhook posts results to one client's URL, signed per Standard Webhooks
@@ -30,11 +30,11 @@ type webhook struct {
 const secretPrefix = "whsec_"
 
 func newWebhook(c *WebhookConfig) (*webhook, error) {
-	raw, err := hsm.ReadSecret(c.SecretSource)
+	raw, err := secret.Read(c.SecretSource)
 	if err != nil {
 		return nil, fmt.Errorf("webhook secret_source: %w", err)
 	}
-	defer hsm.Zero(raw)
+	defer secret.Zero(raw)
 	key, err := parseWebhookSecret(string(raw))
 	if err != nil {
 		return nil, err

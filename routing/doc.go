@@ -19,6 +19,9 @@
 // and scoped filters never overlap because '*' matches exactly one token, and
 // a work-queue stream refuses overlapping filters.
 //
+// Rounds: a ceremony's round messages travel on core NATS, outside every
+// stream, on mpc.round.<sessionID>.<nodeID> (the recipient's node ID).
+//
 // Every identifier is checked with protocol.ValidToken before it goes into a
 // subject or a consumer name: a bad one is an error, never a subject.
 package routing

@@ -24,6 +24,7 @@ const (
 	signingResultToken  = "mpc_signing_result"
 	reshareResultToken  = "mpc_reshare_result"
 	signingComplete     = "complete"
+	roundToken          = "round"
 	subjectRoot         = "mpc"
 )
 
@@ -108,6 +109,39 @@ func ParseRequestSubject(subject string) (op, walletID string, err error) {
 	}
 	return op, parts[2], nil
 }
+
+// RoundSubject returns mpc.round.<sessionID>.<nodeID>: the core NATS subject
+// on which node nodeID receives the round messages of ceremony session
+// sessionID (not part of any stream).
+func RoundSubject(sessionID, nodeID string) (string, error) {
+	if err := protocol.ValidToken(sessionID); err != nil {
+		return "", tokenErr("sessionID", sessionID, err)
+	}
+	if err := protocol.ValidToken(nodeID); err != nil {
+		return "", tokenErr("nodeID", nodeID, err)
+	}
+	return subjectRoot + "." + roundToken + "." + sessionID + "." + nodeID, nil
+}
+
+// ParseRoundSubject splits a round subject into its sessionID and the nodeID
+// of the recipient.
+func ParseRoundSubject(subject string) (sessionID, nodeID string, err error) {
+	parts := strings.Split(subject, ".")
+	if len(parts) != 4 || parts[0] != subjectRoot || parts[1] != roundToken {
+		return "", "", fmt.Errorf("%w: %q is not a round subject", ErrInvalidSubject, subject)
+	}
+	if err := protocol.ValidToken(parts[2]); err != nil {
+		return "", "", tokenErr("sessionID", parts[2], err)
+	}
+	if err := protocol.ValidToken(parts[3]); err != nil {
+		return "", "", tokenErr("nodeID", parts[3], err)
+	}
+	return parts[2], parts[3], nil
+}
+
+// AllRoundsSubject returns mpc.round.>: the round messages of every session
+// to every node.
+func AllRoundsSubject() string { return subjectRoot + "." + roundToken + ".>" }
 
 // scoped returns "<clientID>." for a client with an ID and "" for a legacy
 // client.

@@ -52,6 +52,12 @@ func TestSubjects(t *testing.T) {
 		{"consumer reshare a-b", func() (string, error) { return ResultConsumerName(protocol.OpReshare, "a-b") }, "mpc_reshare_result_a-b"},
 		{"consumer reshare a_b", func() (string, error) { return ResultConsumerName(protocol.OpReshare, "a_b") }, "mpc_reshare_result_a_b"},
 		{"consumer bad client", func() (string, error) { return ResultConsumerName(protocol.OpSign, "a.b") }, ""},
+		{"round", func() (string, error) { return RoundSubject("9f86d081884c7d65", "node-1") }, "mpc.round.9f86d081884c7d65.node-1"},
+		{"round bad session", func() (string, error) { return RoundSubject("s.1", "node-1") }, ""},
+		{"round empty session", func() (string, error) { return RoundSubject("", "node-1") }, ""},
+		{"round wildcard node", func() (string, error) { return RoundSubject("s1", "*") }, ""},
+		{"round empty node", func() (string, error) { return RoundSubject("s1", "") }, ""},
+		{"all rounds", func() (string, error) { return AllRoundsSubject(), nil }, "mpc.round.>"},
 		{"node consumer", func() (string, error) { return NodeConsumerName("node-1") }, "node_node-1"},
 		{"node consumer bad", func() (string, error) { return NodeConsumerName("node.1") }, ""},
 	}
@@ -86,6 +92,60 @@ func TestParseRequestSubject(t *testing.T) {
 		"mpc.mpc_signing_result.complete", "mpc.signing_request.a*"} {
 		if _, _, err := ParseRequestSubject(bad); !errors.Is(err, ErrInvalidSubject) {
 			t.Errorf("ParseRequestSubject(%q) = %v", bad, err)
+		}
+	}
+}
+
+func TestParseRoundSubject(t *testing.T) {
+	tests := []struct {
+		subject, session, node string // session "" = error
+	}{
+		{"mpc.round.s1.node-1", "s1", "node-1"},
+		{"mpc.round.9f86d081884c7d65.n_2", "9f86d081884c7d65", "n_2"},
+		{"", "", ""},
+		{"mpc.round", "", ""},
+		{"mpc.round.s1", "", ""},
+		{"mpc.round.s1.node-1.x", "", ""},
+		{"mpc.round..node-1", "", ""},
+		{"mpc.round.s1.*", "", ""},
+		{"mpc.round.s1.>", "", ""},
+		{"x.round.s1.node-1", "", ""},
+		{"mpc.rounds.s1.node-1", "", ""},
+		{"mpc.signing_request.w1", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.subject, func(t *testing.T) {
+			session, node, err := ParseRoundSubject(tt.subject)
+			if tt.session == "" {
+				if !errors.Is(err, ErrInvalidSubject) || session != "" || node != "" {
+					t.Fatalf("got %q, %q, %v; want an ErrInvalidSubject", session, node, err)
+				}
+				return
+			}
+			if err != nil || session != tt.session || node != tt.node {
+				t.Fatalf("got %q, %q, %v; want %q, %q", session, node, err, tt.session, tt.node)
+			}
+			built, err := RoundSubject(session, node)
+			if err != nil || built != tt.subject {
+				t.Fatalf("RoundSubject(%q, %q) = %q, %v; want %q", session, node, built, err, tt.subject)
+			}
+		})
+	}
+}
+
+// Round messages travel on core NATS: no stream captures a round subject, and
+// AllRoundsSubject matches every one of them.
+func TestRoundSubjectsOutsideStreams(t *testing.T) {
+	subj, err := RoundSubject("s1", "node-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !matches(AllRoundsSubject(), subj) {
+		t.Errorf("%s does not match %s", AllRoundsSubject(), subj)
+	}
+	for _, f := range append(RequestStreamSubjects(), ResultStreamSubjects()...) {
+		if matches(f, subj) {
+			t.Errorf("stream subject %s captures round subject %s", f, subj)
 		}
 	}
 }

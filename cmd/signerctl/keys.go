@@ -12,7 +12,8 @@ import (
 	"github.com/hwsigner/signer/hsm"
 	"github.com/hwsigner/signer/hsm/pkcs11"
 	hsmuri "github.com/hwsigner/signer/hsm/uri"
-	"github.com/hwsigner/signer/protocol"
+	"github.com/hwsigner/signer/internal/secret"
+	"github.com/hwsigner/signer/keyfile"
 	"github.com/hwsigner/signer/signer/keyops"
 	"github.com/hwsigner/signer/signer/store"
 )
@@ -114,7 +115,7 @@ func printIdentity(cmd *cobra.Command, u string) error {
 	if err != nil {
 		return err
 	}
-	p, err := protocol.MarshalPublicKeyPEM(id.Public())
+	p, err := keyfile.MarshalPublicKeyPEM(id.Public())
 	if err != nil {
 		return err
 	}
@@ -206,16 +207,16 @@ label that is already in use.`,
 			if label == "" || pinSrc == "" || soPinSrc == "" {
 				return errors.New("--label, --pin-source and --so-pin-source are required")
 			}
-			pin, err := hsm.ReadSecret(pinSrc)
+			pin, err := secret.Read(pinSrc)
 			if err != nil {
 				return err
 			}
-			defer hsm.Zero(pin)
-			so, err := hsm.ReadSecret(soPinSrc)
+			defer secret.Zero(pin)
+			so, err := secret.Read(soPinSrc)
 			if err != nil {
 				return err
 			}
-			defer hsm.Zero(so)
+			defer secret.Zero(so)
 			if err := pkcs11.InitToken(module, label, so, pin); err != nil {
 				return err
 			}

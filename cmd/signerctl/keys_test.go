@@ -16,7 +16,7 @@ import (
 	hsmuri "github.com/hwsigner/signer/hsm/uri"
 	"github.com/hwsigner/signer/internal/testhsm"
 	"github.com/hwsigner/signer/internal/testtpm"
-	"github.com/hwsigner/signer/protocol"
+	"github.com/hwsigner/signer/keyfile"
 	"github.com/hwsigner/signer/signer/store"
 )
 
@@ -54,7 +54,7 @@ func TestKeyCommandsTPM(t *testing.T) {
 	if err != nil {
 		t.Fatalf("init: %v\n%s", err, stderr)
 	}
-	printed, err := protocol.ParsePublicKey(out)
+	printed, err := keyfile.ParsePublicKey(out)
 	if err != nil {
 		t.Fatalf("init printed %q: %v", out, err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hwsigner/signer/client"
+	"github.com/hwsigner/signer/keyfile"
 	"github.com/hwsigner/signer/protocol"
 )
 
@@ -94,7 +95,7 @@ func (g *globals) cluster() (map[string]crypto.PublicKey, error) {
 	}
 	keys := map[string]crypto.PublicKey{}
 	for id, p := range cf.Peers {
-		pub, err := protocol.ParsePublicKey(p)
+		pub, err := keyfile.ParsePublicKey(p)
 		if err != nil {
 			return nil, fmt.Errorf("peer %s: %w", id, err)
 		}
@@ -137,7 +138,7 @@ func loadKey(path string) (crypto.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read client key: %w", err)
 	}
-	s, err := protocol.ParsePrivateKeyPEM(b)
+	s, err := keyfile.ParsePrivateKeyPEM(b)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

@@ -15,7 +15,8 @@ import (
 
 	"github.com/hwsigner/signer/internal/fixtures"
 	"github.com/hwsigner/signer/internal/testhsm"
-	"github.com/hwsigner/signer/protocol"
+	"github.com/hwsigner/signer/keyfile"
+	"github.com/hwsigner/signer/policy"
 	"github.com/hwsigner/signer/signer/devcluster"
 )
 
@@ -26,8 +27,8 @@ func TestStatusBenchInspect(t *testing.T) {
 	testhsm.Setup(t)
 	dir := t.TempDir()
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	pubPEM, _ := protocol.MarshalPublicKeyPEM(priv.Public())
-	policy, err := protocol.NewPolicy(protocol.PolicyConfig{Clients: []protocol.ClientConfig{
+	pubPEM, _ := keyfile.MarshalPublicKeyPEM(priv.Public())
+	policy, err := policy.New(policy.Config{Clients: []policy.ClientConfig{
 		{Name: "ops", PublicKey: pubPEM, ClientIDs: []string{"ops"}, Ops: []string{"keygen", "sign"}},
 	}})
 	if err != nil {
@@ -48,7 +49,7 @@ func TestStatusBenchInspect(t *testing.T) {
 	writeTestFile(t, keyFile, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})))
 	cf := clusterFile{NATSURL: c.URL, ClientKey: keyFile, Peers: map[string]string{}}
 	for id, k := range c.NodeKeys {
-		cf.Peers[id], _ = protocol.MarshalPublicKeyPEM(k)
+		cf.Peers[id], _ = keyfile.MarshalPublicKeyPEM(k)
 	}
 	b, _ := json.Marshal(cf)
 	clusterPath := filepath.Join(dir, "cluster.json")

@@ -24,6 +24,7 @@ import (
 	"github.com/hwsigner/signer/client"
 	"github.com/hwsigner/signer/hsm"
 	hsmuri "github.com/hwsigner/signer/hsm/uri"
+	"github.com/hwsigner/signer/internal/secret"
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/routing/natstest"
 	"github.com/hwsigner/signer/signer/store"
@@ -340,7 +341,7 @@ func checkShares(t *testing.T, ctx context.Context, pc *procCluster, id string) 
 		if err != nil {
 			t.Fatalf("%s %s share does not open: %v", id, kt, err)
 		}
-		hsm.Zero(pt)
+		secret.Zero(pt)
 	}
 }
 

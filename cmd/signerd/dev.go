@@ -17,9 +17,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/hwsigner/signer/hsm"
 	"github.com/hwsigner/signer/hsm/pkcs11"
-	"github.com/hwsigner/signer/protocol"
+	"github.com/hwsigner/signer/internal/secret"
+	"github.com/hwsigner/signer/keyfile"
+	"github.com/hwsigner/signer/policy"
 	"github.com/hwsigner/signer/signer/devcluster"
 	"github.com/hwsigner/signer/signer/preparams"
 )
@@ -86,12 +87,12 @@ there.
 			if err != nil {
 				return err
 			}
-			pubPEM, err := protocol.MarshalPublicKeyPEM(clientKey.Public())
+			pubPEM, err := keyfile.MarshalPublicKeyPEM(clientKey.Public())
 			if err != nil {
 				return err
 			}
 			ids := append([]string(nil), clientIDs...)
-			policy, err := protocol.NewPolicy(protocol.PolicyConfig{Clients: []protocol.ClientConfig{{
+			policy, err := policy.New(policy.Config{Clients: []policy.ClientConfig{{
 				Name: "dev-client", PublicKey: pubPEM, ClientIDs: ids, Ops: []string{"keygen", "sign", "reshare"},
 			}}})
 			if err != nil {
@@ -119,7 +120,7 @@ there.
 			defer c.Stop()
 			info := ClusterInfo{NATSURL: c.URL, ClientKey: keyPath, ClientIDs: ids, Peers: map[string]string{}, Threshold: signers, Nodes: nodes}
 			for id, pub := range c.NodeKeys {
-				p, err := protocol.MarshalPublicKeyPEM(pub)
+				p, err := keyfile.MarshalPublicKeyPEM(pub)
 				if err != nil {
 					return err
 				}
@@ -172,8 +173,8 @@ func devToken(dir, id string) (string, error) {
 	_, _ = rand.Read(pin)
 	_, _ = rand.Read(so)
 	pinHex, soHex := []byte(hex.EncodeToString(pin)), []byte(hex.EncodeToString(so))
-	defer hsm.Zero(pinHex)
-	defer hsm.Zero(soHex)
+	defer secret.Zero(pinHex)
+	defer secret.Zero(soHex)
 	if err := pkcs11.InitToken(softhsmModule, id, soHex, pinHex); err != nil {
 		return "", err
 	}
@@ -186,7 +187,7 @@ func devToken(dir, id string) (string, error) {
 func loadOrCreateClientKey(path string) (ed25519.PrivateKey, error) {
 	b, err := os.ReadFile(path)
 	if err == nil {
-		k, err := protocol.ParsePrivateKeyPEM(b)
+		k, err := keyfile.ParsePrivateKeyPEM(b)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}

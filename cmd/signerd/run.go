@@ -19,6 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	hsmuri "github.com/hwsigner/signer/hsm/uri"
+	"github.com/hwsigner/signer/keyfile"
+	"github.com/hwsigner/signer/policy"
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/routing"
 	"github.com/hwsigner/signer/signer/health"
@@ -123,14 +125,14 @@ line), its store, its peers' identity keys and the client policy.`,
 			}
 			log := newLogger(lv) // the node adds its "node" attribute
 			ctx := cmd.Context()
-			policy, err := protocol.LoadPolicyFile(cfg.PolicyFile)
+			policy, err := policy.LoadFile(cfg.PolicyFile)
 			if err != nil {
 				return err
 			}
 			peers := map[string]*ecdsa.PublicKey{}
 			var committee []string
 			for id, p := range cfg.Peers {
-				pub, err := protocol.ParsePublicKey(p)
+				pub, err := keyfile.ParsePublicKey(p)
 				if err != nil {
 					return fmt.Errorf("peer %s: %w", id, err)
 				}

@@ -29,6 +29,7 @@ import (
 	hsmuri "github.com/hwsigner/signer/hsm/uri"
 	"github.com/hwsigner/signer/internal/fixtures"
 	"github.com/hwsigner/signer/internal/testhsm"
+	"github.com/hwsigner/signer/keyfile"
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/routing"
 	"github.com/hwsigner/signer/routing/natstest"
@@ -121,7 +122,7 @@ func newProcClusterTimeout(t *testing.T, natsURL, signTimeout string, replicas i
 		if err != nil {
 			t.Fatal(err)
 		}
-		pem, _ := protocol.MarshalPublicKeyPEM(idk.Public())
+		pem, _ := keyfile.MarshalPublicKeyPEM(idk.Public())
 		pc.peers[id], uris[id] = pem, u
 		// A pre-params pool that is already full (public fixtures: tests only),
 		// so that the nodes do not spend minutes on safe primes.
@@ -141,7 +142,7 @@ func newProcClusterTimeout(t *testing.T, natsURL, signTimeout string, replicas i
 	pol.WriteString("clients:\n")
 	for _, name := range []string{"svcA", "svcB"} {
 		cpub, cpriv, _ := ed25519.GenerateKey(rand.Reader)
-		cpem, _ := protocol.MarshalPublicKeyPEM(cpub)
+		cpem, _ := keyfile.MarshalPublicKeyPEM(cpub)
 		pc.clients[name] = cpriv
 		fmt.Fprintf(&pol, "  - name: %s\n    public_key: |\n%s    client_ids: [%s]\n    ops: [keygen, sign]\n", name, indent(cpem, "      "), name)
 	}
@@ -238,7 +239,7 @@ func (pc *procCluster) client(natsURL, name string, opts ...nats.Option) *client
 	t.Cleanup(nc.Close)
 	nodeKeys := map[string]crypto.PublicKey{}
 	for id, p := range pc.peers {
-		if nodeKeys[id], err = protocol.ParsePublicKey(p); err != nil {
+		if nodeKeys[id], err = keyfile.ParsePublicKey(p); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -22,6 +22,7 @@ import (
 	p11 "github.com/miekg/pkcs11"
 
 	"github.com/hwsigner/signer/hsm"
+	"github.com/hwsigner/signer/internal/secret"
 )
 
 const (
@@ -54,11 +55,11 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (b *Backend, err
 	if _, err := os.Stat(cfg.ModulePath); err != nil {
 		return nil, hsm.Errorf(hsm.ErrModuleNotFound, "pkcs11 open", "check module-path in the URI (SoftHSM2: apt install softhsm2; /usr/lib/softhsm/libsofthsm2.so)", err)
 	}
-	pin, err := hsm.ReadSecret(cfg.PINSource)
+	pin, err := secret.Read(cfg.PINSource)
 	if err != nil {
-		return nil, err
+		return nil, hsm.Errorf(hsm.ErrSecretSource, "pkcs11 open: read PIN", "", err)
 	}
-	defer hsm.Zero(pin)
+	defer secret.Zero(pin)
 	if err := checkToken(cfg, pin); err != nil {
 		return nil, err
 	}

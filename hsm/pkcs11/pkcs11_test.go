@@ -14,6 +14,7 @@ import (
 
 	"github.com/hwsigner/signer/hsm"
 	"github.com/hwsigner/signer/hsm/pkcs11"
+	"github.com/hwsigner/signer/internal/secret"
 	"github.com/hwsigner/signer/internal/testhsm"
 )
 
@@ -178,7 +179,7 @@ func TestIdentity(t *testing.T) {
 func TestOpenErrors(t *testing.T) {
 	uri := testhsm.Token(t, "errs")
 	cfg, _ := pkcs11.ParseURI(uri)
-	pin, _ := hsm.ReadSecret(cfg.PINSource)
+	pin, _ := secret.Read(cfg.PINSource)
 	tests := []struct {
 		name string
 		mod  func(c *pkcs11.Config)

@@ -25,6 +25,7 @@ import (
 	"sync"
 
 	"github.com/hwsigner/signer/hsm"
+	"github.com/hwsigner/signer/internal/secret"
 )
 
 const backendName = "software"
@@ -103,7 +104,7 @@ func keyPath(dir, label string, v uint32) string {
 
 func writeNewKEK(dir, label string, v uint32) error {
 	k := make([]byte, 32)
-	defer hsm.Zero(k)
+	defer secret.Zero(k)
 	if _, err := rand.Read(k); err != nil {
 		return err
 	}
@@ -134,7 +135,7 @@ func writeIdentity(dir string) error {
 	if err != nil {
 		return err
 	}
-	defer hsm.Zero(der)
+	defer secret.Zero(der)
 	return os.WriteFile(p, der, 0o600)
 }
 
@@ -216,7 +217,7 @@ func (b *Backend) Identity(_ context.Context) (crypto.Signer, error) {
 	if err != nil {
 		return nil, hsm.Errorf(hsm.ErrKeyNotFound, "software identity", "run `signerctl init`", err)
 	}
-	defer hsm.Zero(der)
+	defer secret.Zero(der)
 	k, err := x509.ParsePKCS8PrivateKey(der)
 	if err != nil {
 		return nil, hsm.Errorf(hsm.ErrBackendFailure, "software identity", "the identity key file is damaged", err)
@@ -232,7 +233,7 @@ func (b *Backend) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, k := range b.keys {
-		hsm.Zero(k)
+		secret.Zero(k)
 	}
 	b.keys = map[uint32][]byte{}
 	return nil

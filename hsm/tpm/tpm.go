@@ -45,6 +45,7 @@ import (
 	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/hwsigner/signer/hsm"
+	"github.com/hwsigner/signer/internal/secret"
 )
 
 const backendName = "tpm"
@@ -554,7 +555,7 @@ func (b *Backend) WrapKey(ctx context.Context, dataKey, aad []byte) (hsm.KeyRef,
 			return ownerErr("tpm load storage key", err)
 		}
 		auth := authFor(aad)
-		defer hsm.Zero(auth)
+		defer secret.Zero(auth)
 		tmpl := tpm2.TPMTPublic{
 			Type:    tpm2.TPMAlgKeyedHash,
 			NameAlg: tpm2.TPMAlgSHA256,
@@ -623,7 +624,7 @@ func (b *Backend) UnwrapKey(ctx context.Context, ref hsm.KeyRef, wrapped, aad []
 		}
 		defer flush(t, lr.ObjectHandle)
 		auth := authFor(aad)
-		defer hsm.Zero(auth)
+		defer secret.Zero(auth)
 		var sess tpm2.Session
 		if mask == 0 {
 			sess = tpm2.HMAC(tpm2.TPMAlgSHA256, 16, tpm2.Auth(auth), tpm2.AESEncryption(128, tpm2.EncryptOut), tpm2.Salted(srk.handle, srk.pub))
@@ -643,7 +644,7 @@ func (b *Backend) UnwrapKey(ctx context.Context, ref hsm.KeyRef, wrapped, aad []
 			return mapErr("tpm unseal", err)
 		}
 		dk = append([]byte(nil), rsp.OutData.Buffer...)
-		hsm.Zero(rsp.OutData.Buffer)
+		secret.Zero(rsp.OutData.Buffer)
 		return nil
 	})
 	if err != nil {

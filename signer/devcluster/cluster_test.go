@@ -22,6 +22,8 @@ import (
 	"github.com/hwsigner/signer/internal/fixtures"
 	"github.com/hwsigner/signer/internal/testhsm"
 	"github.com/hwsigner/signer/internal/testtpm"
+	"github.com/hwsigner/signer/keyfile"
+	"github.com/hwsigner/signer/policy"
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/routing"
 	"github.com/hwsigner/signer/signer/devcluster"
@@ -44,17 +46,17 @@ func newKeys(t *testing.T) map[string]clientKey {
 	}
 }
 
-func policyFor(t *testing.T, keys map[string]clientKey) *protocol.Policy {
+func policyFor(t *testing.T, keys map[string]clientKey) *policy.Policy {
 	t.Helper()
-	var cfg protocol.PolicyConfig
+	var cfg policy.Config
 	for name, k := range keys {
-		pem, err := protocol.MarshalPublicKeyPEM(k.signer.Public())
+		pem, err := keyfile.MarshalPublicKeyPEM(k.signer.Public())
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg.Clients = append(cfg.Clients, protocol.ClientConfig{Name: name, PublicKey: pem, ClientIDs: k.ids, Ops: []string{"keygen", "sign", "reshare"}})
+		cfg.Clients = append(cfg.Clients, policy.ClientConfig{Name: name, PublicKey: pem, ClientIDs: k.ids, Ops: []string{"keygen", "sign", "reshare"}})
 	}
-	p, err := protocol.NewPolicy(cfg)
+	p, err := policy.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,7 @@ import (
 
 	"github.com/hwsigner/signer/hsm"
 	hsmuri "github.com/hwsigner/signer/hsm/uri"
-	"github.com/hwsigner/signer/protocol"
+	"github.com/hwsigner/signer/policy"
 	"github.com/hwsigner/signer/routing"
 	"github.com/hwsigner/signer/signer/node"
 	"github.com/hwsigner/signer/signer/store"
@@ -39,7 +39,7 @@ type Options struct {
 	// needed (SoftHSM2 in dev and tests).
 	TokenURI func(nodeID string) (string, error)
 	// Policy binds client keys to client IDs.
-	Policy *protocol.Policy
+	Policy *policy.Policy
 	// TestPreParams: public fixture pre-params (tests and demo only).
 	TestPreParams []*ecdsakeygen.LocalPreParams
 	SignTimeout   time.Duration

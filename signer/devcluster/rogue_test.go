@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/hwsigner/signer/client"
+	"github.com/hwsigner/signer/routing"
 )
 
 // TestRogueRoundPublisher: a NATS client that replays every round message it
@@ -31,7 +32,7 @@ func TestRogueRoundPublisher(t *testing.T) {
 	}
 	defer rogue.Close()
 	var replayed, forged atomic.Int64
-	sub, err := rogue.Subscribe("mpc.round.>", func(m *nats.Msg) {
+	sub, err := rogue.Subscribe(routing.AllRoundsSubject(), func(m *nats.Msg) {
 		if m.Header.Get("rogue") != "" {
 			return
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hwsigner/signer/policy"
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/routing"
 	"github.com/hwsigner/signer/signer/store"
@@ -40,7 +41,7 @@ func (n *Node) handle(ctx context.Context, m jetstream.Msg) {
 	}
 	env := req.Env()
 	pub, aerr := n.cfg.Policy.Authorize(env.KeyID, env.ClientID, op)
-	if errors.Is(aerr, protocol.ErrUnknownKey) {
+	if errors.Is(aerr, policy.ErrUnknownKey) {
 		n.stats.InvalidSignature.Add(1)
 		n.m.Request(op, "dropped_unauthenticated")
 		n.log.Warn("request from an unknown client key dropped", "key_id", env.KeyID, "request_id", env.RequestID)

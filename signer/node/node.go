@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hwsigner/signer/hsm"
+	"github.com/hwsigner/signer/policy"
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/routing"
 	"github.com/hwsigner/signer/signer/metrics"
@@ -37,7 +38,7 @@ type Config struct {
 	Committee []string // every node of the cluster (keygen runs on all of them)
 	Threshold int      // t: t+1 nodes sign
 	Peers     map[string]*ecdsa.PublicKey
-	Policy    *protocol.Policy
+	Policy    *policy.Policy
 
 	KeygenTimeout time.Duration // default 3 min
 	SignTimeout   time.Duration // default 1 min

@@ -32,6 +32,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/hwsigner/signer/routing"
 	"github.com/hwsigner/signer/signer/ceremony"
 )
 
@@ -113,9 +114,6 @@ func (m *wireMsg) signingInput() []byte {
 	return h.Sum(nil)
 }
 
-// Subject is where node receives a session's messages.
-func Subject(sessionID, node string) string { return "mpc.round." + sessionID + "." + node }
-
 // Session is one node's end of a ceremony's transport; it implements
 // ceremony.Transport.
 type Session struct {
@@ -149,15 +147,20 @@ type Session struct {
 // succeeds once the views agree again.
 var ErrPartiesDiffer = errors.New("transport: nodes chose different signer sets (their readiness views disagree)")
 
-// Open subscribes to the session's subject and starts the signed X25519
-// handshake. Ready is closed once every participant's key is known and every
-// participant has ours.
+// Open subscribes to the session's subject (routing.RoundSubject) and starts
+// the signed X25519 handshake. Ready is closed once every participant's key
+// is known and every participant has ours. A session or node ID that is not
+// a valid subject token is an error wrapping routing.ErrInvalidSubject.
 func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Session, error) {
+	subject, err := routing.RoundSubject(cfg.SessionID, cfg.Self.NodeID)
+	if err != nil {
+		return nil, fmt.Errorf("transport: %w", err)
+	}
 	s, err := newSession(ctx, nc, cfg)
 	if err != nil {
 		return nil, err
 	}
-	s.sub, err = nc.Subscribe(Subject(cfg.SessionID, cfg.Self.NodeID), s.onMsg)
+	s.sub, err = nc.Subscribe(subject, s.onMsg)
 	if err != nil {
 		return nil, fmt.Errorf("transport: subscribe: %w", err)
 	}
@@ -285,7 +288,7 @@ func (s *Session) publish(ctx context.Context, m *wireMsg) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.nc.Publish(Subject(s.cfg.SessionID, m.To), b)
+	return s.send(m.To, b)
 }
 
 // Send implements ceremony.Transport: one signed message per recipient, P2P
@@ -340,7 +343,16 @@ func (s *Session) publishSeq(ctx context.Context, m *wireMsg) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.nc.Publish(Subject(s.cfg.SessionID, m.To), b)
+	return s.send(m.To, b)
+}
+
+// send publishes an encoded message on the round subject of peer to.
+func (s *Session) send(to string, b []byte) error {
+	subject, err := routing.RoundSubject(s.cfg.SessionID, to)
+	if err != nil {
+		return fmt.Errorf("transport: %w", err)
+	}
+	return s.nc.Publish(subject, b)
 }
 
 func aad(session, from, to, round string, seq uint64) []byte {

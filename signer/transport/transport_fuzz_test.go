@@ -23,6 +23,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/hwsigner/signer/routing"
 	"github.com/hwsigner/signer/signer/ceremony"
 )
 
@@ -211,10 +212,14 @@ func FuzzRoundMessage(f *testing.F) {
 		f.Add(b, false, false)
 		f.Add(b, true, true)
 	}
+	roundSubject, err := routing.RoundSubject(fuzzSession, "node0")
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, raw []byte, handshake, encrypt bool) {
 		s, _ := fuzzNewSession(t)
 		feed := func(b []byte) []ceremony.Inbound {
-			s.onMsg(&nats.Msg{Subject: Subject(fuzzSession, "node0"), Data: b})
+			s.onMsg(&nats.Msg{Subject: roundSubject, Data: b})
 			return drain(s)
 		}
 		if handshake {

@@ -1,24 +1,46 @@
-package protocol
+package policy
 
 import (
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/hwsigner/signer/keyfile"
+	"github.com/hwsigner/signer/protocol"
 )
+
+func newEd25519(t testing.TB) crypto.Signer {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return priv
+}
+
+func newP256(t testing.TB) crypto.Signer {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
 
 func indentPEM(t *testing.T, pub crypto.PublicKey) string {
 	t.Helper()
-	p, err := MarshalPublicKeyPEM(pub)
+	p, err := keyfile.MarshalPublicKeyPEM(pub)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,24 +67,24 @@ func TestPolicyYAMLAndJSON(t *testing.T) {
     ops: [keygen, sign]
 `, indentPEM(t, a.Public()), base64.StdEncoding.EncodeToString(der), indentPEM(t, legacy.Public()))
 
-	pemA, _ := MarshalPublicKeyPEM(a.Public())
-	pemL, _ := MarshalPublicKeyPEM(legacy.Public())
-	jsonDoc, _ := json.MarshalIndent(PolicyConfig{Clients: []ClientConfig{
-		{Name: "service A", PublicKey: pemA, ClientIDs: []string{"svcA", "svcA-batch"}, Ops: []string{OpKeygen, OpSign, OpReshare}},
-		{Name: "service B", PublicKey: base64.StdEncoding.EncodeToString(der), ClientIDs: []string{"svcB"}, Ops: []string{OpSign}},
-		{Name: "old backend", PublicKey: pemL, ClientIDs: []string{""}, Ops: []string{OpKeygen, OpSign}},
+	pemA, _ := keyfile.MarshalPublicKeyPEM(a.Public())
+	pemL, _ := keyfile.MarshalPublicKeyPEM(legacy.Public())
+	jsonDoc, _ := json.MarshalIndent(Config{Clients: []ClientConfig{
+		{Name: "service A", PublicKey: pemA, ClientIDs: []string{"svcA", "svcA-batch"}, Ops: []string{protocol.OpKeygen, protocol.OpSign, protocol.OpReshare}},
+		{Name: "service B", PublicKey: base64.StdEncoding.EncodeToString(der), ClientIDs: []string{"svcB"}, Ops: []string{protocol.OpSign}},
+		{Name: "old backend", PublicKey: pemL, ClientIDs: []string{""}, Ops: []string{protocol.OpKeygen, protocol.OpSign}},
 	}}, "", "\t")
 
-	idA, _ := KeyID(a.Public())
-	idB, _ := KeyID(b.Public())
-	idL, _ := KeyID(legacy.Public())
+	idA, _ := protocol.KeyID(a.Public())
+	idB, _ := protocol.KeyID(b.Public())
+	idL, _ := protocol.KeyID(legacy.Public())
 	for name, doc := range map[string]string{"yaml": yamlDoc, "json": string(jsonDoc)} {
 		t.Run(name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "policy")
 			if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			p, err := LoadPolicyFile(path)
+			p, err := LoadFile(path)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -74,18 +96,18 @@ func TestPolicyYAMLAndJSON(t *testing.T) {
 				want                error
 				wantPub             crypto.PublicKey
 			}{
-				{idA, "svcA", OpSign, nil, a.Public()},
-				{idA, "svcA-batch", OpReshare, nil, a.Public()},
-				{idA, "svcB", OpSign, ErrClientIDNotAllowed, a.Public()},
-				{idA, "", OpSign, ErrClientIDNotAllowed, a.Public()},
-				{idA, "svcA_batch", OpSign, ErrClientIDNotAllowed, a.Public()},
-				{idB, "svcB", OpSign, nil, b.Public()},
-				{idB, "svcB", OpKeygen, ErrOpNotAllowed, b.Public()},
-				{idB, "svcA", OpSign, ErrClientIDNotAllowed, b.Public()},
-				{idL, "", OpKeygen, nil, legacy.Public()},
-				{idL, "", OpReshare, ErrOpNotAllowed, legacy.Public()},
-				{idA, "svcA", "burn", ErrUnknownOp, a.Public()},
-				{"00000000000000000000000000000000", "svcA", OpSign, ErrUnknownKey, nil},
+				{idA, "svcA", protocol.OpSign, nil, a.Public()},
+				{idA, "svcA-batch", protocol.OpReshare, nil, a.Public()},
+				{idA, "svcB", protocol.OpSign, ErrClientIDNotAllowed, a.Public()},
+				{idA, "", protocol.OpSign, ErrClientIDNotAllowed, a.Public()},
+				{idA, "svcA_batch", protocol.OpSign, ErrClientIDNotAllowed, a.Public()},
+				{idB, "svcB", protocol.OpSign, nil, b.Public()},
+				{idB, "svcB", protocol.OpKeygen, ErrOpNotAllowed, b.Public()},
+				{idB, "svcA", protocol.OpSign, ErrClientIDNotAllowed, b.Public()},
+				{idL, "", protocol.OpKeygen, nil, legacy.Public()},
+				{idL, "", protocol.OpReshare, ErrOpNotAllowed, legacy.Public()},
+				{idA, "svcA", "burn", protocol.ErrUnknownOp, a.Public()},
+				{"00000000000000000000000000000000", "svcA", protocol.OpSign, ErrUnknownKey, nil},
 			}
 			for _, tt := range tests {
 				pub, err := p.Authorize(tt.keyID, tt.clientID, tt.op)
@@ -113,14 +135,14 @@ func TestPolicyYAMLAndJSON(t *testing.T) {
 }
 
 func pubEqual(a, b crypto.PublicKey) bool {
-	ia, err1 := KeyID(a)
-	ib, err2 := KeyID(b)
+	ia, err1 := protocol.KeyID(a)
+	ib, err2 := protocol.KeyID(b)
 	return err1 == nil && err2 == nil && ia == ib
 }
 
 func TestPolicyInvalid(t *testing.T) {
-	pem, _ := MarshalPublicKeyPEM(newEd25519(t).Public())
-	ok := ClientConfig{Name: "a", PublicKey: pem, ClientIDs: []string{"a"}, Ops: []string{OpSign}}
+	pem, _ := keyfile.MarshalPublicKeyPEM(newEd25519(t).Public())
+	ok := ClientConfig{Name: "a", PublicKey: pem, ClientIDs: []string{"a"}, Ops: []string{protocol.OpSign}}
 	mod := func(f func(c *ClientConfig)) []ClientConfig { c := ok; f(&c); return []ClientConfig{c} }
 	tests := []struct {
 		name    string
@@ -136,45 +158,16 @@ func TestPolicyInvalid(t *testing.T) {
 		{"duplicate key", []ClientConfig{ok, ok}},
 	}
 	for _, tt := range tests {
-		if _, err := NewPolicy(PolicyConfig{Clients: tt.clients}); !errors.Is(err, ErrInvalidPolicy) {
+		if _, err := New(Config{Clients: tt.clients}); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: got %v", tt.name, err)
 		}
 	}
 	for _, doc := range []string{"clients:\n  - name: a\n    pubkey: x\n", `{"clients":[{"name":"a","extra":1}]}`, "clients: [", "\t{"} {
-		if _, err := ParsePolicy([]byte(doc)); !errors.Is(err, ErrInvalidPolicy) {
+		if _, err := Parse([]byte(doc)); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%q: got %v", doc, err)
 		}
 	}
-	if _, err := LoadPolicyFile(filepath.Join(t.TempDir(), "missing")); !errors.Is(err, ErrInvalidPolicy) {
+	if _, err := LoadFile(filepath.Join(t.TempDir(), "missing")); !errors.Is(err, ErrInvalid) {
 		t.Errorf("missing file: %v", err)
-	}
-}
-
-func TestParsePrivateKeyPEM(t *testing.T) {
-	_, ed, _ := ed25519.GenerateKey(rand.Reader)
-	der, _ := x509.MarshalPKCS8PrivateKey(ed)
-	good := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-	tests := []struct {
-		name string
-		in   []byte
-		want string
-	}{
-		{"ed25519", good, ""},
-		{"not PEM", []byte("hello"), "not PEM"},
-		{"garbage DER", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte{1, 2, 3}}), "not a PKCS#8"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			s, err := ParsePrivateKeyPEM(tc.in)
-			if tc.want == "" {
-				if err != nil || !s.Public().(ed25519.PublicKey).Equal(ed.Public()) {
-					t.Fatalf("%v", err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("err %v, want %q", err, tc.want)
-			}
-		})
 	}
 }
