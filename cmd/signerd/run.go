@@ -83,7 +83,7 @@ line), its store, its peers' identity keys and the client policy.`,
 				return err
 			}
 			n, err := node.New(ctx, node.Config{
-				NodeID: cfg.NodeID, Committee: committee, Threshold: cfg.Threshold.TSSThreshold(), Peers: peers, Policy: policy,
+				NodeID: cfg.NodeID, Committee: committee, Signers: cfg.Threshold, Peers: peers, Policy: policy,
 				SignTimeout: cfg.SignTimeout, KeygenTimeout: cfg.KeygenTimeout, DrainTimeout: cfg.DrainTimeout,
 				Streams: routing.StreamOptions{Replicas: cfg.NATS.Replicas}, Ready: routing.ReadyOptions{Replicas: cfg.NATS.Replicas},
 				Metrics: m, Logger: log,
