@@ -13,7 +13,7 @@ package config
 // store's format), the reshare request's new_threshold on the wire
 // (protocol.ReshareRequest.NewThreshold, client.ReshareParams.NewThreshold)
 // and the nodes' reshare control messages. TSSThreshold and SignersFromTSS
-// are the only conversions between the two units.
+// convert between the two units.
 type Signers int
 
 // MinSigners is the smallest number of signers a cluster may require: with
