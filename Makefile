@@ -38,7 +38,7 @@ chaos: deps
 FUZZTIME ?= 30s
 FUZZ_TARGETS = \
 	./protocol:FuzzRequest ./protocol:FuzzVerifyResult ./policy:FuzzParsePolicy \
-	./signer/transport:FuzzRoundMessage ./hsm:FuzzOpenBlob ./cmd/signerd:FuzzParseConfig \
+	./signer/transport:FuzzRoundMessage ./hsm:FuzzOpenBlob ./signer/config:FuzzParseConfig \
 	./hsm/pkcs11:FuzzParseURI ./hsm/tpm:FuzzParseURI
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -66,7 +66,7 @@ func startEnv(t testing.TB) *env {
 	var mu sync.Mutex
 	uris := map[string]string{}
 	c, err := devcluster.Start(ctx, devcluster.Options{
-		Dir: filepath.Join(e.dir, "cluster"), Nodes: 3, Threshold: 1,
+		Dir: filepath.Join(e.dir, "cluster"), Nodes: 3, Signers: 2,
 		TokenURI: func(id string) (string, error) {
 			mu.Lock()
 			defer mu.Unlock()

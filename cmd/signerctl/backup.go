@@ -2,14 +2,12 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
-	"gopkg.in/yaml.v3"
 
 	"github.com/hwsigner/signer/hsm"
 	"github.com/hwsigner/signer/signer/backup"
@@ -18,24 +16,14 @@ import (
 
 // resolveNodeID takes the node ID from --node-id, else from node_id in
 // --config.
-func resolveNodeID(nf *nodeFlags, nodeID string) (string, error) {
-	if nodeID == "" && nf.config != "" {
-		raw, err := os.ReadFile(nf.config)
-		if err != nil {
-			return "", fmt.Errorf("read config: %w", err)
-		}
-		var c struct {
-			NodeID string `yaml:"node_id"`
-		}
-		if err := yaml.NewDecoder(bytes.NewReader(raw)).Decode(&c); err != nil {
-			return "", fmt.Errorf("%s: %w", nf.config, err)
-		}
-		nodeID = c.NodeID
+func (n *nodeFlags) resolveNodeID() (string, error) {
+	if err := n.fromConfig(); err != nil {
+		return "", err
 	}
-	if nodeID == "" {
+	if n.nodeID == "" {
 		return "", errors.New("no node ID: pass --node-id or a --config with node_id")
 	}
-	return nodeID, nil
+	return n.nodeID, nil
 }
 
 // readRecipientsFile reads one age recipient per line; blank lines and
@@ -68,7 +56,7 @@ type backupResult struct {
 
 func backupCmd(g *globals) *cobra.Command {
 	var nf nodeFlags
-	var nodeID, out string
+	var out string
 	var to []string
 	var toFile string
 	cmd := &cobra.Command{
@@ -85,7 +73,7 @@ t other shares of a wallet holds its key.
 Stop signerd first: the store is locked while the node runs.`,
 		Example: "  signerctl backup --config /etc/signerd/node0.yaml --to age1... --to age1... --out node0.backup",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			id, err := resolveNodeID(&nf, nodeID)
+			id, err := nf.resolveNodeID()
 			if err != nil {
 				return err
 			}
@@ -117,7 +105,7 @@ Stop signerd first: the store is locked while the node runs.`,
 	}
 	nf.register(cmd, true)
 	f := cmd.Flags()
-	f.StringVar(&nodeID, "node-id", "", "the node's ID (default: node_id from --config)")
+	f.StringVar(&nf.nodeID, "node-id", "", "the node's ID (default: node_id from --config)")
 	f.StringArrayVar(&to, "to", nil, "age X25519 recipient (age1...); repeat for more recovery keys")
 	f.StringVar(&toFile, "to-file", "", "file with one age recipient per line")
 	f.StringVar(&out, "out", "", "backup file to write")
@@ -126,7 +114,7 @@ Stop signerd first: the store is locked while the node runs.`,
 
 func restoreCmd(g *globals) *cobra.Command {
 	var nf nodeFlags
-	var nodeID, from, identity string
+	var from, identity string
 	cmd := &cobra.Command{
 		Use:   "restore",
 		Short: "Restore a node's shares from a backup into its store, sealed under its HSM or TPM (node stopped)",
@@ -143,7 +131,7 @@ and every client's node keys before starting signerd.`,
 		Example: "  signerctl init --config /etc/signerd/node0.yaml\n" +
 			"  signerctl restore --config /etc/signerd/node0.yaml --from node0.backup --identity /media/offline/recovery.key",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			id, err := resolveNodeID(&nf, nodeID)
+			id, err := nf.resolveNodeID()
 			if err != nil {
 				return err
 			}
@@ -169,7 +157,7 @@ and every client's node keys before starting signerd.`,
 	}
 	nf.register(cmd, true)
 	f := cmd.Flags()
-	f.StringVar(&nodeID, "node-id", "", "the node's ID (default: node_id from --config)")
+	f.StringVar(&nf.nodeID, "node-id", "", "the node's ID (default: node_id from --config)")
 	f.StringVar(&from, "from", "", "backup file")
 	f.StringVar(&identity, "identity", "", "age identity file (AGE-SECRET-KEY-1...) of one of the recovery keys")
 	return cmd

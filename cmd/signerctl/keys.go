@@ -1,27 +1,29 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
 
 	"github.com/spf13/cobra"
-	"gopkg.in/yaml.v3"
 
 	"github.com/hwsigner/signer/hsm"
 	"github.com/hwsigner/signer/hsm/pkcs11"
 	hsmuri "github.com/hwsigner/signer/hsm/uri"
 	"github.com/hwsigner/signer/internal/secret"
 	"github.com/hwsigner/signer/keyfile"
+	"github.com/hwsigner/signer/signer/config"
 	"github.com/hwsigner/signer/signer/keyops"
 	"github.com/hwsigner/signer/signer/store"
 )
 
-// nodeFlags locate a node's key backend and store, from signerd's config file
-// or given one by one (the flags win).
+// nodeFlags locate a node's key backend, store and ID, from signerd's config
+// file or given one by one (the flags win). The config file is read with
+// signerd's parser in its partial mode: strict (unknown keys are errors),
+// but only the fields a command uses need to be set.
 type nodeFlags struct {
-	config, keyURI, storePath string
+	config, keyURI, storePath, nodeID string
+	configRead                        bool
 }
 
 func (n *nodeFlags) register(cmd *cobra.Command, withStore bool) {
@@ -33,25 +35,32 @@ func (n *nodeFlags) register(cmd *cobra.Command, withStore bool) {
 	}
 }
 
+// fromConfig fills the fields that no flag set from the --config file, if
+// one is given; it reads the file once.
+func (n *nodeFlags) fromConfig() error {
+	if n.config == "" || n.configRead {
+		return nil
+	}
+	c, err := config.ParseOptions{Partial: true}.Load(n.config)
+	if err != nil {
+		return fmt.Errorf("%s: %w", n.config, err)
+	}
+	if n.keyURI == "" {
+		n.keyURI = c.KeyURI
+	}
+	if n.storePath == "" {
+		n.storePath = c.StorePath
+	}
+	if n.nodeID == "" {
+		n.nodeID = c.NodeID
+	}
+	n.configRead = true
+	return nil
+}
+
 func (n *nodeFlags) resolve(needStore bool) error {
-	if n.config != "" {
-		raw, err := os.ReadFile(n.config)
-		if err != nil {
-			return fmt.Errorf("read config: %w", err)
-		}
-		var c struct {
-			KeyURI    string `yaml:"key_uri"`
-			StorePath string `yaml:"store_path"`
-		}
-		if err := yaml.NewDecoder(bytes.NewReader(raw)).Decode(&c); err != nil {
-			return fmt.Errorf("%s: %w", n.config, err)
-		}
-		if n.keyURI == "" {
-			n.keyURI = c.KeyURI
-		}
-		if n.storePath == "" {
-			n.storePath = c.StorePath
-		}
+	if err := n.fromConfig(); err != nil {
+		return err
 	}
 	if n.keyURI == "" {
 		return errors.New("no key backend: pass --key-uri or --config")

@@ -37,7 +37,7 @@ func TestStatusBenchInspect(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	c, err := devcluster.Start(ctx, devcluster.Options{
-		Dir: dir, Nodes: 3, Threshold: 1, Policy: policy, TestPreParams: fixtures.PreParams(t),
+		Dir: dir, Nodes: 3, Signers: 2, Policy: policy, TestPreParams: fixtures.PreParams(t),
 		TokenURI: func(string) (string, error) { return testhsm.Token(t, "ops"), nil },
 	})
 	if err != nil {

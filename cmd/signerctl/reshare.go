@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hwsigner/signer/client"
+	"github.com/hwsigner/signer/signer/config"
 )
 
 func reshareCmd(g *globals) *cobra.Command {
@@ -33,8 +34,9 @@ committee as it was. The result arrives on mpc.mpc_reshare_result[.<clientID>].<
 					ids = append(ids, id)
 				}
 			}
-			if signers < 2 || signers > len(ids) {
-				return fmt.Errorf("--threshold must be between 2 and the number of --nodes (%d), got %d", len(ids), signers)
+			need := config.Signers(signers)
+			if !need.Fits(len(ids)) {
+				return fmt.Errorf("--threshold must be between %d and the number of --nodes (%d), got %d", config.MinSigners, len(ids), signers)
 			}
 			if sessionID == "" {
 				b := make([]byte, 8)
@@ -51,7 +53,7 @@ committee as it was. The result arrives on mpc.mpc_reshare_result[.<clientID>].<
 			}
 			defer done()
 			res, err := cl.ReshareAndWait(ctx, client.ReshareParams{
-				WalletID: walletID, KeyType: keyType, SessionID: sessionID, NodeIDs: ids, NewThreshold: signers - 1,
+				WalletID: walletID, KeyType: keyType, SessionID: sessionID, NodeIDs: ids, NewThreshold: need.TSSThreshold(),
 			})
 			if err != nil {
 				var re *client.ResultError

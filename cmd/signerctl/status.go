@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hwsigner/signer/routing"
+	"github.com/hwsigner/signer/signer/config"
 	"github.com/hwsigner/signer/signer/node"
 	"github.com/hwsigner/signer/signer/store"
 )
@@ -158,7 +159,7 @@ running signerd holds the store's lock.`,
 				fmt.Fprintln(w, "WALLET\tKEY TYPE\tEPOCH\tSTATUS\tTHRESHOLD\tCOMMITTEE\tPUBLIC KEY\tCREATED")
 				for _, m := range wallets {
 					fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%d-of-%d\t%s\t%s\t%s\n", m.WalletID, m.KeyType, m.Epoch, m.Status,
-						m.Threshold+1, len(m.Committee), strings.Join(m.Committee, ","), hex.EncodeToString(m.PubKey), m.CreatedAt.Format(time.RFC3339))
+						config.SignersFromTSS(m.Threshold), len(m.Committee), strings.Join(m.Committee, ","), hex.EncodeToString(m.PubKey), m.CreatedAt.Format(time.RFC3339))
 				}
 				_ = w.Flush()
 			})

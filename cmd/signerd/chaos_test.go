@@ -27,6 +27,7 @@ import (
 	"github.com/hwsigner/signer/internal/secret"
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/routing/natstest"
+	"github.com/hwsigner/signer/signer/config"
 	"github.com/hwsigner/signer/signer/store"
 )
 
@@ -317,7 +318,7 @@ func runChaos(t *testing.T, pc *procCluster, url string, perClient int, atThird,
 
 func checkShares(t *testing.T, ctx context.Context, pc *procCluster, id string) {
 	t.Helper()
-	cfg, err := ParseConfig(mustRead(t, pc.nodes[id].cfgPath))
+	cfg, err := config.Parse(mustRead(t, pc.nodes[id].cfgPath))
 	if err != nil {
 		t.Fatal(err)
 	}

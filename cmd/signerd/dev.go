@@ -21,6 +21,7 @@ import (
 	"github.com/hwsigner/signer/internal/secret"
 	"github.com/hwsigner/signer/keyfile"
 	"github.com/hwsigner/signer/policy"
+	"github.com/hwsigner/signer/signer/config"
 	"github.com/hwsigner/signer/signer/devcluster"
 	"github.com/hwsigner/signer/signer/preparams"
 )
@@ -32,8 +33,8 @@ type ClusterInfo struct {
 	NATSURL   string            `json:"nats_url"`
 	ClientKey string            `json:"client_key"`
 	ClientIDs []string          `json:"client_ids"`
-	Peers     map[string]string `json:"peers"` // node ID -> PEM public key
-	Threshold int               `json:"threshold"`
+	Peers     map[string]string `json:"peers"`     // node ID -> PEM public key
+	Threshold config.Signers    `json:"threshold"` // nodes that must sign (t+1)
 	Nodes     int               `json:"nodes"`
 }
 
@@ -61,8 +62,9 @@ there.
 		Example: "  signerd dev --nodes 3 --threshold 2 --dir ./.demo",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := newLogger(lv)
-			if signers < 2 || signers > nodes {
-				return fmt.Errorf("--threshold must be between 2 and --nodes (%d), got %d", nodes, signers)
+			need := config.Signers(signers)
+			if !need.Fits(nodes) {
+				return fmt.Errorf("--threshold must be between %d and --nodes (%d), got %d", config.MinSigners, nodes, signers)
 			}
 			abs, err := filepath.Abs(dir)
 			if err != nil {
@@ -92,14 +94,14 @@ there.
 				return err
 			}
 			ids := append([]string(nil), clientIDs...)
-			policy, err := policy.New(policy.Config{Clients: []policy.ClientConfig{{
+			pol, err := policy.New(policy.Config{Clients: []policy.ClientConfig{{
 				Name: "dev-client", PublicKey: pubPEM, ClientIDs: ids, Ops: []string{"keygen", "sign", "reshare"},
 			}}})
 			if err != nil {
 				return err
 			}
 			opts := devcluster.Options{
-				Dir: abs, Nodes: nodes, Threshold: signers - 1, Policy: policy, Logger: log, NATSPort: port,
+				Dir: abs, Nodes: nodes, Signers: need, Policy: pol, Logger: log, NATSPort: port,
 				KeygenTimeout: keygenTimeout,
 				TokenURI:      func(id string) (string, error) { return devToken(abs, id) },
 			}
@@ -118,7 +120,7 @@ there.
 				return err
 			}
 			defer c.Stop()
-			info := ClusterInfo{NATSURL: c.URL, ClientKey: keyPath, ClientIDs: ids, Peers: map[string]string{}, Threshold: signers, Nodes: nodes}
+			info := ClusterInfo{NATSURL: c.URL, ClientKey: keyPath, ClientIDs: ids, Peers: map[string]string{}, Threshold: need, Nodes: nodes}
 			for id, pub := range c.NodeKeys {
 				p, err := keyfile.MarshalPublicKeyPEM(pub)
 				if err != nil {

@@ -14,13 +14,14 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/hwsigner/signer/hsm"
+	"github.com/hwsigner/signer/signer/config"
 	"github.com/hwsigner/signer/signer/health"
 	"github.com/hwsigner/signer/signer/node"
 )
 
 // natsOptions: reconnect forever, credentials and TLS from the config (files
 // only: nothing secret on the command line), and connection events logged.
-func natsOptions(cfg *Config, log *slog.Logger) []nats.Option {
+func natsOptions(cfg *config.Config, log *slog.Logger) []nats.Option {
 	opts := []nats.Option{
 		nats.Name("signerd-" + cfg.NodeID),
 		nats.MaxReconnects(-1),

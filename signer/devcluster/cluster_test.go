@@ -26,6 +26,7 @@ import (
 	"github.com/hwsigner/signer/policy"
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/routing"
+	"github.com/hwsigner/signer/signer/config"
 	"github.com/hwsigner/signer/signer/devcluster"
 )
 
@@ -78,7 +79,7 @@ func startWith(t *testing.T, n, th int, keys map[string]clientKey, uriFor func(n
 	var mu sync.Mutex
 	uris := map[string]string{}
 	c, err := devcluster.Start(ctx, devcluster.Options{
-		Dir: t.TempDir(), Nodes: n, Threshold: th,
+		Dir: t.TempDir(), Nodes: n, Signers: config.SignersFromTSS(th),
 		TokenURI: func(id string) (string, error) {
 			mu.Lock()
 			defer mu.Unlock()

@@ -26,15 +26,18 @@ import (
 	hsmuri "github.com/hwsigner/signer/hsm/uri"
 	"github.com/hwsigner/signer/policy"
 	"github.com/hwsigner/signer/routing"
+	"github.com/hwsigner/signer/signer/config"
 	"github.com/hwsigner/signer/signer/node"
 	"github.com/hwsigner/signer/signer/store"
 )
 
 // Options for Start.
 type Options struct {
-	Dir       string
-	Nodes     int
-	Threshold int
+	Dir   string
+	Nodes int
+	// Signers is how many nodes must sign (t+1, as signerd dev --threshold),
+	// 2..Nodes; every node gets it as node.Config.Signers.
+	Signers config.Signers
 	// TokenURI returns the key backend URI of a node, creating its token if
 	// needed (SoftHSM2 in dev and tests).
 	TokenURI func(nodeID string) (string, error)
@@ -80,8 +83,8 @@ func Start(ctx context.Context, o Options) (*Cluster, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	if o.Nodes < 2 || o.Threshold < 1 || o.Threshold >= o.Nodes {
-		return nil, fmt.Errorf("devcluster: need 1 <= threshold < nodes, got %d of %d", o.Threshold, o.Nodes)
+	if !o.Signers.Fits(o.Nodes) {
+		return nil, fmt.Errorf("devcluster: need %d <= signers <= nodes, got %d of %d", config.MinSigners, o.Signers, o.Nodes)
 	}
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, err
@@ -165,7 +168,7 @@ func (c *Cluster) startNode(ctx context.Context, id string) error {
 		return err
 	}
 	n, err := node.New(ctx, node.Config{
-		NodeID: id, Committee: c.NodeIDs, Threshold: c.opts.Threshold, Peers: peers, Policy: c.opts.Policy,
+		NodeID: id, Committee: c.NodeIDs, Signers: c.opts.Signers, Peers: peers, Policy: c.opts.Policy,
 		TestPreParams: c.opts.TestPreParams, SignTimeout: c.opts.SignTimeout, KeygenTimeout: c.opts.KeygenTimeout,
 		DrainTimeout: c.opts.DrainTimeout,
 		Streams:      routing.StreamOptions{}, Ready: routing.ReadyOptions{},

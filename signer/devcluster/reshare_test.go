@@ -13,6 +13,7 @@ import (
 	"github.com/hwsigner/signer/internal/fixtures"
 	"github.com/hwsigner/signer/internal/testhsm"
 	"github.com/hwsigner/signer/protocol"
+	"github.com/hwsigner/signer/signer/config"
 	"github.com/hwsigner/signer/signer/devcluster"
 	"github.com/hwsigner/signer/signer/store"
 )
@@ -24,7 +25,7 @@ func startReshareCluster(t *testing.T, n, th int, keys map[string]clientKey, key
 	defer cancel()
 	uris := map[string]string{}
 	c, err := devcluster.Start(ctx, devcluster.Options{
-		Dir: t.TempDir(), Nodes: n, Threshold: th,
+		Dir: t.TempDir(), Nodes: n, Signers: config.SignersFromTSS(th),
 		TokenURI: func(id string) (string, error) {
 			if uris[id] == "" {
 				uris[id] = testhsm.Token(t, "node")

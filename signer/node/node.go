@@ -27,6 +27,7 @@ import (
 	"github.com/hwsigner/signer/policy"
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/routing"
+	"github.com/hwsigner/signer/signer/config"
 	"github.com/hwsigner/signer/signer/metrics"
 	"github.com/hwsigner/signer/signer/store"
 	"github.com/hwsigner/signer/signer/transport"
@@ -36,9 +37,13 @@ import (
 type Config struct {
 	NodeID    string
 	Committee []string // every node of the cluster (keygen runs on all of them)
-	Threshold int      // t: t+1 nodes sign
 	Peers     map[string]*ecdsa.PublicKey
 	Policy    *policy.Policy
+
+	// Signers is how many committee members must sign with a key the node
+	// generates (t+1; 2 <= Signers <= len(Committee)). tss-lib and the store
+	// count t: the node converts with Signers.TSSThreshold().
+	Signers config.Signers
 
 	KeygenTimeout time.Duration // default 3 min
 	SignTimeout   time.Duration // default 1 min
@@ -103,8 +108,8 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, backend hsm.Backend, st
 	if err := protocol.ValidToken(cfg.NodeID); err != nil {
 		return nil, fmt.Errorf("node id: %w", err)
 	}
-	if cfg.Threshold < 1 || cfg.Threshold >= len(cfg.Committee) {
-		return nil, fmt.Errorf("threshold %d does not fit a committee of %d (need 1 <= t < n)", cfg.Threshold, len(cfg.Committee))
+	if !cfg.Signers.Fits(len(cfg.Committee)) {
+		return nil, fmt.Errorf("node: %d signers do not fit a committee of %d (need %d to %d)", cfg.Signers, len(cfg.Committee), config.MinSigners, len(cfg.Committee))
 	}
 	if cfg.Policy == nil {
 		return nil, errors.New("node: a client policy is required")
@@ -262,7 +267,7 @@ func (n *Node) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("consume: %w", err)
 	}
-	n.log.Info("node running", "committee", n.cfg.Committee, "threshold", n.cfg.Threshold)
+	n.log.Info("node running", "committee", n.cfg.Committee, "signers", n.cfg.Signers)
 	close(n.isReady)
 	<-ctx.Done()
 

@@ -99,7 +99,7 @@ func (n *Node) keygenOne(ctx context.Context, sid string, r *protocol.KeygenRequ
 		return nil, err
 	}
 	defer tr.Close()
-	s := ceremony.Session{ID: sid, Self: n.cfg.NodeID, Parties: n.cfg.Committee, Threshold: n.cfg.Threshold}
+	s := ceremony.Session{ID: sid, Self: n.cfg.NodeID, Parties: n.cfg.Committee, Threshold: n.cfg.Signers.TSSThreshold()}
 	var share any
 	var pub []byte
 	if kt == protocol.KeyTypeSecp256k1 {
@@ -129,7 +129,7 @@ func (n *Node) keygenOne(ctx context.Context, sid string, r *protocol.KeygenRequ
 		return nil, fmt.Errorf("chain code: %w", err)
 	}
 	meta := store.WalletMeta{
-		WalletID: r.WalletID, KeyType: kt, Epoch: 1, Committee: n.cfg.Committee, Threshold: n.cfg.Threshold,
+		WalletID: r.WalletID, KeyType: kt, Epoch: 1, Committee: n.cfg.Committee, Threshold: n.cfg.Signers.TSSThreshold(),
 		PubKey: pub, ChainCode: chain, CreatedAt: time.Now().UTC(), Status: store.StatusActive, CreatedBy: r.ClientID,
 	}
 	if err := n.st.PutShare(meta, sealed); err != nil {

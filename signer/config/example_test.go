@@ -1,10 +1,12 @@
-package main
+package config_test
 
 import (
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hwsigner/signer/signer/config"
 )
 
 // TestExampleConfig: docs/signerd.example.yaml parses with the strict parser,
@@ -15,7 +17,7 @@ func TestExampleConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := ParseConfig(raw)
+	cfg, err := config.Parse(raw)
 	if err != nil {
 		t.Fatalf("docs/signerd.example.yaml: %v", err)
 	}
