@@ -1,16 +1,22 @@
-// Package ceremony runs this node's side of a tss-lib ceremony (keygen or
-// signing, ECDSA secp256k1 or EdDSA ed25519, and resharing) over an
-// abstract Transport. It knows nothing of NATS, HSMs or requests: the
-// caller hands it the session, the key material and a transport, and gets
-// back the result or an error.
+// Package ceremony runs this node's side of a tss-lib threshold ceremony
+// (keygen, signing or resharing) over an abstract Transport. It knows
+// nothing of NATS, HSMs or requests: the caller hands it the session, the
+// key material and a transport, and gets back the result or an error.
+//
+// Each key type is one Scheme (secp256k1.go: ECDSA, ed25519.go: EdDSA),
+// found with SchemeFor. A Scheme takes and returns shares as opaque
+// plaintext bytes (the JSON encoding of tss-lib's save data), so its caller
+// only seals and unseals bytes and never branches on the key type. The
+// typed functions under each scheme (KeygenECDSA, SignEdDSA, ...) work on
+// tss-lib's own types, for tests and benchmarks.
 //
 // Every ceremony goes through one driver (driver.go), which handles the
 // traps of tss-lib: messages are delivered from a goroutine other than the
 // one draining the party's output; a party is started before its inbox is
 // drained; fresh PartyIDs are built for every ceremony; panics in party
 // constructors, Start and Update are recovered; the last messages a party
-// emits before its result are still sent. r, s and EdDSA messages keep
-// their full length, and every ceremony sets a session nonce.
+// emits before its result are still sent. The schemes keep r, s and EdDSA
+// messages at their full length, and every ceremony sets a session nonce.
 package ceremony
 
 import (
@@ -50,6 +56,13 @@ var (
 	ErrNotParticipant = errors.New("ceremony: this node is not a participant")
 	ErrBadParameters  = errors.New("ceremony: bad parameters")
 	ErrParty          = errors.New("ceremony: tss party failed")
+	// ErrUnknownKeyType: SchemeFor knows no scheme for the key type.
+	ErrUnknownKeyType = errors.New("ceremony: unknown key type")
+	// ErrBadShare: share plaintext handed to a Scheme does not decode.
+	ErrBadShare = errors.New("ceremony: share does not decode")
+	// ErrDerivation: a share could not be adjusted to an HD child key, or
+	// tss-lib's child key differs from protocol/hd's.
+	ErrDerivation = errors.New("ceremony: HD derivation failed")
 )
 
 // PartyKey is the stable tss-lib party key of a node: every ceremony of every

@@ -7,10 +7,6 @@ import (
 	"fmt"
 	"math/big"
 
-	ecdsakeygen "github.com/bnb-chain/tss-lib/v3/ecdsa/keygen"
-	ecdsaresharing "github.com/bnb-chain/tss-lib/v3/ecdsa/resharing"
-	eddsakeygen "github.com/bnb-chain/tss-lib/v3/eddsa/keygen"
-	eddsaresharing "github.com/bnb-chain/tss-lib/v3/eddsa/resharing"
 	"github.com/bnb-chain/tss-lib/v3/tss"
 )
 
@@ -111,55 +107,6 @@ func (s ReshareSession) params(rp *reshareParties, curve tss.CurveName, role byt
 		len(s.Old), s.OldThreshold, len(s.New), s.NewThreshold)
 	p.SetSessionNonce(SessionNonce(s.ID))
 	return p
-}
-
-// ReshareECDSA runs secp256k1 resharing. old is this node's share when it is
-// an old party (it is not modified: tss-lib zeroes a copy), pre its fresh
-// pre-params when it is a new party. It returns the new share for a new
-// party and nil for an old-only party, once its parties finished.
-func ReshareECDSA(ctx context.Context, s ReshareSession, old *ecdsakeygen.LocalPartySaveData, pre *ecdsakeygen.LocalPreParams, tr Transport) (*ecdsakeygen.LocalPartySaveData, error) {
-	return reshare(ctx, s, reshareKind[ecdsakeygen.LocalPartySaveData]{
-		curve: tss.Secp256k1,
-		fresh: func(n int) (ecdsakeygen.LocalPartySaveData, error) {
-			if pre == nil || !pre.ValidateWithProof() {
-				return ecdsakeygen.LocalPartySaveData{}, fmt.Errorf("%w: a new ECDSA party needs complete pre-params", ErrBadParameters)
-			}
-			save := ecdsakeygen.NewLocalPartySaveData(n)
-			save.LocalPreParams = *pre
-			return save, nil
-		},
-		party: func(p *tss.ReSharingParameters, key ecdsakeygen.LocalPartySaveData, out chan<- tss.Message, end chan<- *ecdsakeygen.LocalPartySaveData) tss.Party {
-			return ecdsaresharing.NewLocalParty(p, key, out, end)
-		},
-		pub: func(k *ecdsakeygen.LocalPartySaveData) []byte {
-			if k.Xi == nil || k.ECDSAPub == nil {
-				return nil
-			}
-			return ECDSAPublicKey(k.ECDSAPub)
-		},
-	}, old, tr)
-}
-
-// ReshareEdDSA runs ed25519 resharing. old is this node's share when it is
-// an old party (it is not modified: tss-lib zeroes a copy). It returns the
-// new share for a new party and nil for an old-only party, once its parties
-// finished.
-func ReshareEdDSA(ctx context.Context, s ReshareSession, old *eddsakeygen.LocalPartySaveData, tr Transport) (*eddsakeygen.LocalPartySaveData, error) {
-	return reshare(ctx, s, reshareKind[eddsakeygen.LocalPartySaveData]{
-		curve: tss.Ed25519,
-		fresh: func(n int) (eddsakeygen.LocalPartySaveData, error) {
-			return eddsakeygen.NewLocalPartySaveData(n), nil
-		},
-		party: func(p *tss.ReSharingParameters, key eddsakeygen.LocalPartySaveData, out chan<- tss.Message, end chan<- *eddsakeygen.LocalPartySaveData) tss.Party {
-			return eddsaresharing.NewLocalParty(p, key, out, end)
-		},
-		pub: func(k *eddsakeygen.LocalPartySaveData) []byte {
-			if k.Xi == nil || k.EDDSAPub == nil {
-				return nil
-			}
-			return EdDSAPublicKey(k.EDDSAPub)
-		},
-	}, old, tr)
 }
 
 // reshareKind is what one key type brings to a reshare; the steps (reshare
