@@ -1,13 +1,22 @@
-// Package ceremony runs one tss-lib party (keygen or signing, ECDSA secp256k1
-// or EdDSA ed25519) over an abstract Transport. It knows nothing of NATS, HSMs
-// or requests: the caller hands it the session nonce, the participants, the
+// Package ceremony runs this node's side of a tss-lib threshold ceremony
+// (keygen, signing or resharing) over an abstract Transport. It knows
+// nothing of NATS, HSMs or requests: the caller hands it the session, the
 // key material and a transport, and gets back the result or an error.
 //
-// The traps of tss-lib it handles (see shared/LIBRARY-NOTES.md): messages are
-// delivered from a goroutine other than the one draining the party's output;
-// the party is started before its inbox is drained; fresh PartyIDs are built
-// for every ceremony; panics inside the party are recovered; r, s and EdDSA
-// messages keep their full length.
+// Each key type is one Scheme (secp256k1.go: ECDSA, ed25519.go: EdDSA),
+// found with SchemeFor. A Scheme takes and returns shares as opaque
+// plaintext bytes (the JSON encoding of tss-lib's save data), so its caller
+// only seals and unseals bytes and never branches on the key type. The
+// typed functions under each scheme (KeygenECDSA, SignEdDSA, ...) work on
+// tss-lib's own types, for tests and benchmarks.
+//
+// Every ceremony goes through one driver (driver.go), which handles the
+// traps of tss-lib: messages are delivered from a goroutine other than the
+// one draining the party's output; a party is started before its inbox is
+// drained; fresh PartyIDs are built for every ceremony; panics in party
+// constructors, Start and Update are recovered; the last messages a party
+// emits before its result are still sent. The schemes keep r, s and EdDSA
+// messages at their full length, and every ceremony sets a session nonce.
 package ceremony
 
 import (
@@ -16,8 +25,6 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"sort"
-	"sync"
 
 	"github.com/bnb-chain/tss-lib/v3/tss"
 )
@@ -49,6 +56,13 @@ var (
 	ErrNotParticipant = errors.New("ceremony: this node is not a participant")
 	ErrBadParameters  = errors.New("ceremony: bad parameters")
 	ErrParty          = errors.New("ceremony: tss party failed")
+	// ErrUnknownKeyType: SchemeFor knows no scheme for the key type.
+	ErrUnknownKeyType = errors.New("ceremony: unknown key type")
+	// ErrBadShare: share plaintext handed to a Scheme does not decode.
+	ErrBadShare = errors.New("ceremony: share does not decode")
+	// ErrDerivation: a share could not be adjusted to an HD child key, or
+	// tss-lib's child key differs from protocol/hd's.
+	ErrDerivation = errors.New("ceremony: HD derivation failed")
 )
 
 // PartyKey is the stable tss-lib party key of a node: every ceremony of every
@@ -116,8 +130,43 @@ func shareKeyOf(node string, ks []*big.Int) (*big.Int, error) {
 	return nil, fmt.Errorf("%w: %s holds no part of this share's committee", ErrBadParameters, node)
 }
 
-func newParties(self string, nodes []string) (*parties, error) {
-	return newPartiesWithKeys(self, nodes, nil)
+// Session is what keygen and signing need: who we are, who takes part, the
+// threshold t (t+1 parties sign) and the session ID the nonce derives from.
+type Session struct {
+	ID        string
+	Self      string
+	Parties   []string
+	Threshold int
+}
+
+// params builds fresh PartyIDs and the tss parameters, with each party at
+// its key in ks, the Ks of the share used (nil for keygen: PartyKey): after
+// a reshare a node's share may sit at its AltPartyKey. The session nonce is
+// set from s.ID.
+func (s Session) params(curve tss.CurveName, ks []*big.Int) (*parties, *tss.Parameters, error) {
+	ps, err := newPartiesWithKeys(s.Self, s.Parties, ks)
+	if err != nil {
+		return nil, nil, err
+	}
+	if s.ID == "" {
+		return nil, nil, fmt.Errorf("%w: empty session ID", ErrBadParameters)
+	}
+	if s.Threshold < 1 || s.Threshold >= len(s.Parties) {
+		return nil, nil, fmt.Errorf("%w: threshold %d with %d parties", ErrBadParameters, s.Threshold, len(s.Parties))
+	}
+	ctx := tss.NewPeerContext(ps.sorted)
+	ec, _ := tss.GetCurveByName(curve)
+	p := tss.NewParameters(ec, ctx, ps.self, len(ps.sorted), s.Threshold)
+	p.SetSessionNonce(SessionNonce(s.ID))
+	return ps, p, nil
+}
+
+// signers checks that a signing session has exactly t+1 parties.
+func (s Session) signers() error {
+	if len(s.Parties) != s.Threshold+1 {
+		return fmt.Errorf("%w: signing needs exactly t+1=%d parties, got %d", ErrBadParameters, s.Threshold+1, len(s.Parties))
+	}
+	return nil
 }
 
 // newPartiesWithKeys builds the PartyIDs of nodes at the keys the share's Ks
@@ -149,161 +198,3 @@ func newPartiesWithKeys(self string, nodes []string, ks []*big.Int) (*parties, e
 	}
 	return p, nil
 }
-
-// Nodes returns node IDs sorted as tss-lib orders them.
-func sortedNodes(nodes []string) []string {
-	out := append([]string(nil), nodes...)
-	sort.Slice(out, func(i, j int) bool { return PartyKey(out[i]).Cmp(PartyKey(out[j])) < 0 })
-	return out
-}
-
-// run drives one party to its end. start builds and starts nothing itself:
-// the party is created by the caller with out and a typed end channel; done
-// is closed by the caller's end-watcher when the result arrived.
-func run[T any](ctx context.Context, ps *parties, party tss.Party, out <-chan tss.Message, end <-chan T, tr Transport) (T, error) {
-	var zero T
-	parent := ctx
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-
-	errc := make(chan error, 4)
-	var wg sync.WaitGroup
-
-	// Outbound pump: drains the party's out channel.
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case msg := <-out:
-				// Send under the caller's context: a message taken from out
-				// just as the party finished must still reach the peers.
-				if err := send(parent, tr, msg); err != nil {
-					select {
-					case errc <- err:
-					default:
-					}
-					return
-				}
-			}
-		}
-	}()
-
-	// Start before draining the inbox: a message delivered before Start is
-	// only stored and nothing would restart the round.
-	if err := safeStart(party); err != nil {
-		cancel()
-		wg.Wait()
-		return zero, err
-	}
-
-	// Inbound pump: feeds the party from another goroutine than the outbound
-	// pump, so a full out channel never deadlocks Update.
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		in := tr.Recv()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case m, ok := <-in:
-				if !ok {
-					return
-				}
-				from := ps.byNode[m.From]
-				if from == nil || from == ps.self {
-					continue // not a participant of this ceremony
-				}
-				if err := safeUpdate(party, m.Wire, from, m.Broadcast); err != nil {
-					select {
-					case errc <- err:
-					default:
-					}
-					return
-				}
-			}
-		}
-	}()
-
-	var res T
-	var err error
-	finished := false
-	select {
-	case res = <-end:
-		finished = true
-	case err = <-errc:
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
-	cancel()
-	wg.Wait()
-	if finished {
-		// The party's last messages can still sit in out when its result
-		// arrives (the pump had not run yet); peers need them to finish too.
-		if ferr := flush(parent, tr, out); ferr != nil {
-			return res, ferr
-		}
-	}
-	return res, err
-}
-
-func flush(ctx context.Context, tr Transport, out <-chan tss.Message) error {
-	for {
-		select {
-		case msg := <-out:
-			if err := send(ctx, tr, msg); err != nil {
-				return err
-			}
-		default:
-			return nil
-		}
-	}
-}
-
-func send(ctx context.Context, tr Transport, msg tss.Message) error {
-	wire, routing, err := msg.WireBytes()
-	if err != nil {
-		return fmt.Errorf("%w: encode message: %v", ErrParty, err)
-	}
-	o := Outbound{Broadcast: routing.IsBroadcast, Round: msg.Type(), Wire: wire}
-	if !routing.IsBroadcast || len(routing.To) > 0 {
-		for _, to := range routing.To {
-			o.To = append(o.To, to.Id)
-		}
-	}
-	if err := tr.Send(ctx, o); err != nil {
-		return fmt.Errorf("send %s: %w", o.Round, err)
-	}
-	return nil
-}
-
-func safeStart(p tss.Party) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: panic in start: %v", ErrParty, r)
-		}
-	}()
-	if e := p.Start(); e != nil {
-		return fmt.Errorf("%w: %v", ErrParty, e)
-	}
-	return nil
-}
-
-func safeUpdate(p tss.Party, wire []byte, from *tss.PartyID, bc bool) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: panic in update from %s: %v", ErrParty, from.Id, r)
-		}
-	}()
-	if _, e := p.UpdateFromBytes(wire, from, bc); e != nil {
-		return fmt.Errorf("%w: %v", ErrParty, e)
-	}
-	return nil
-}
-
-// chanCap is the capacity of a party's out and end channels: large enough
-// that a party whose ceremony was abandoned never blocks forever on them.
-const chanCap = 1024

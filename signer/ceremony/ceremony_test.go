@@ -6,6 +6,8 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"testing"
@@ -18,6 +20,7 @@ import (
 	decredecdsa "github.com/decred/dcrd/dcrec/secp256k1/v4/ecdsa"
 
 	"github.com/hwsigner/signer/internal/fixtures"
+	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/signer/ceremony"
 )
 
@@ -86,6 +89,43 @@ func TestECDSAKeygenAndSign(t *testing.T) {
 			rec, _, err := decredecdsa.RecoverCompact(compact, digest[:])
 			if err != nil || !rec.IsEqual(pk) {
 				t.Fatalf("recovery id does not recover the wallet key: %v", err)
+			}
+
+			// The same shares, as the node seals them (JSON), sign through
+			// the secp256k1 scheme; the result carries a signature that
+			// verifies and recovers the wallet key.
+			sc, err := ceremony.SchemeFor(protocol.KeyTypeSecp256k1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			net = ceremony.NewMemNetwork(signers)
+			results := each(t, signers, func(i int, id string) (*protocol.Result, error) {
+				share, err := json.Marshal(keys[i])
+				if err != nil {
+					return nil, err
+				}
+				s := ceremony.Session{ID: "sign-scheme", Self: id, Parties: signers, Threshold: tc.th}
+				sig, err := sc.Sign(ctx, s, share, digest[:], nil, net.Transport(id))
+				if err != nil {
+					return nil, err
+				}
+				var res protocol.Result
+				return &res, sig.Fill(&res)
+			})
+			res := results[0]
+			rb, _ := hex.DecodeString(res.R)
+			sb, _ := hex.DecodeString(res.S)
+			if len(rb) != 32 || len(sb) != 32 || res.Signature != res.R+res.S {
+				t.Fatalf("result r %q s %q signature %q: want 32-byte r and s, signature r||s", res.R, res.S, res.Signature)
+			}
+			r.SetByteSlice(rb)
+			s.SetByteSlice(sb)
+			if !decredecdsa.NewSignature(&r, &s).Verify(digest[:], pk) {
+				t.Fatal("scheme signature does not verify with decred secp256k1")
+			}
+			compact = append([]byte{27 + byte(res.SignatureRecovery) + 4}, append(rb, sb...)...)
+			if rec, _, err := decredecdsa.RecoverCompact(compact, digest[:]); err != nil || !rec.IsEqual(pk) {
+				t.Fatalf("scheme recovery id does not recover the wallet key: %v", err)
 			}
 		})
 	}

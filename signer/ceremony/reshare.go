@@ -6,12 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/big"
-	"sync"
 
-	ecdsakeygen "github.com/bnb-chain/tss-lib/v3/ecdsa/keygen"
-	ecdsaresharing "github.com/bnb-chain/tss-lib/v3/ecdsa/resharing"
-	eddsakeygen "github.com/bnb-chain/tss-lib/v3/eddsa/keygen"
-	eddsaresharing "github.com/bnb-chain/tss-lib/v3/eddsa/resharing"
 	"github.com/bnb-chain/tss-lib/v3/tss"
 )
 
@@ -39,12 +34,6 @@ type ReshareSession struct {
 	// secp256k1 or 32-byte ed25519): a new share for another key fails.
 	PubKey []byte
 }
-
-// Committee roles inside one node, as carried in the envelope.
-const (
-	roleOld byte = 1
-	roleNew byte = 2
-)
 
 const envelopeVersion = 1
 
@@ -120,334 +109,144 @@ func (s ReshareSession) params(rp *reshareParties, curve tss.CurveName, role byt
 	return p
 }
 
-// ReshareECDSA runs secp256k1 resharing. old is this node's share when it is
-// an old party (it is not modified: tss-lib zeroes a copy), pre its fresh
-// pre-params when it is a new party. It returns the new share for a new
-// party and nil for an old-only party, once its parties finished.
-func ReshareECDSA(ctx context.Context, s ReshareSession, old *ecdsakeygen.LocalPartySaveData, pre *ecdsakeygen.LocalPreParams, tr Transport) (*ecdsakeygen.LocalPartySaveData, error) {
+// reshareKind is what one key type brings to a reshare; the steps (reshare
+// below) are the same for every key type. K is tss-lib's save data type.
+type reshareKind[K any] struct {
+	curve tss.CurveName
+	// fresh returns the save data a new party starts from.
+	fresh func(newParties int) (K, error)
+	// party builds a resharing party (tss-lib's resharing.NewLocalParty).
+	party func(p *tss.ReSharingParameters, key K, out chan<- tss.Message, end chan<- *K) tss.Party
+	// pub returns the public key of a new party's result, nil when the
+	// result holds no share (Xi or the public key missing).
+	pub func(*K) []byte
+}
+
+// reshare runs this node's parties of a resharing: an old party from a deep
+// copy of old (tss-lib zeroes the old party's Xi in place, and the caller's
+// share must stay intact until the new committee confirmed), a new party
+// from kind.fresh. It returns the new party's share, checked against
+// s.PubKey, or nil for an old-only node; the old party's output (Xi == nil)
+// is dropped.
+func reshare[K any](ctx context.Context, s ReshareSession, kind reshareKind[K], old *K, tr Transport) (*K, error) {
 	rp, err := s.build()
 	if err != nil {
 		return nil, err
 	}
-	var locals []*local[*ecdsakeygen.LocalPartySaveData]
+	var locals []*local[*K]
 	if rp.byRole[roleOld][s.Self] != nil {
 		if old == nil {
 			return nil, fmt.Errorf("%w: old party without a share", ErrBadParameters)
 		}
-		cp, err := copyECDSA(old)
+		cp, err := deepCopy(old)
 		if err != nil {
 			return nil, err
 		}
-		l := newLocal[*ecdsakeygen.LocalPartySaveData](roleOld)
-		p := s.params(rp, tss.Secp256k1, roleOld)
-		if l.party, err = newPartySafe(func() tss.Party { return ecdsaresharing.NewLocalParty(p, *cp, l.out, l.end) }); err != nil {
+		l := newLocal[*K](roleOld, false)
+		p := s.params(rp, kind.curve, roleOld)
+		if err := l.build(func(out chan<- tss.Message, end chan<- *K) tss.Party { return kind.party(p, *cp, out, end) }); err != nil {
 			return nil, err
 		}
 		locals = append(locals, l)
 	}
 	if rp.byRole[roleNew][s.Self] != nil {
-		if pre == nil || !pre.ValidateWithProof() {
-			return nil, fmt.Errorf("%w: a new ECDSA party needs complete pre-params", ErrBadParameters)
+		save, err := kind.fresh(len(s.New))
+		if err != nil {
+			return nil, err
 		}
-		save := ecdsakeygen.NewLocalPartySaveData(len(s.New))
-		save.LocalPreParams = *pre
-		l := newLocal[*ecdsakeygen.LocalPartySaveData](roleNew)
-		p := s.params(rp, tss.Secp256k1, roleNew)
-		if l.party, err = newPartySafe(func() tss.Party { return ecdsaresharing.NewLocalParty(p, save, l.out, l.end) }); err != nil {
+		l := newLocal[*K](roleNew, true)
+		p := s.params(rp, kind.curve, roleNew)
+		if err := l.build(func(out chan<- tss.Message, end chan<- *K) tss.Party { return kind.party(p, save, out, end) }); err != nil {
 			return nil, err
 		}
 		locals = append(locals, l)
 	}
-	res, err := runReshare(ctx, s, rp, locals, tr)
+	res, err := drive(ctx, tr, reshareRouter{self: s.Self, rp: rp}, locals)
 	if err != nil || res == nil {
 		return nil, err
 	}
-	if res.Xi == nil || res.ECDSAPub == nil {
+	pub := kind.pub(res)
+	if pub == nil {
 		return nil, fmt.Errorf("%w: new party ended without a share", ErrParty)
 	}
-	if s.PubKey != nil && !bytes.Equal(ECDSAPublicKey(res.ECDSAPub), s.PubKey) {
+	if s.PubKey != nil && !bytes.Equal(pub, s.PubKey) {
 		return nil, fmt.Errorf("%w: the reshared public key differs from the wallet's", ErrParty)
 	}
 	return res, nil
 }
 
-// ReshareEdDSA runs ed25519 resharing; see ReshareECDSA.
-func ReshareEdDSA(ctx context.Context, s ReshareSession, old *eddsakeygen.LocalPartySaveData, tr Transport) (*eddsakeygen.LocalPartySaveData, error) {
-	rp, err := s.build()
+// reshareRouter routes a reshare's parties by PartyID.Key (both committees
+// index from 0): every message to another node carries an envelope
+// (version, the sending party's role, the mask of the receiving node's
+// roles); messages between this node's own two parties stay in process;
+// nothing goes back to the sending party.
+type reshareRouter struct {
+	self string
+	rp   *reshareParties
+}
+
+func (r reshareRouter) send(ctx context.Context, tr Transport, from byte, msg tss.Message, deliver func(context.Context, byte, delivery) error) error {
+	wire, routing, err := msg.WireBytes()
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("%w: encode message: %v", ErrParty, err)
 	}
-	var locals []*local[*eddsakeygen.LocalPartySaveData]
-	if rp.byRole[roleOld][s.Self] != nil {
-		if old == nil {
-			return nil, fmt.Errorf("%w: old party without a share", ErrBadParameters)
+	masks := map[string]byte{}
+	var order []string
+	self := r.rp.byRole[from][r.self]
+	for _, to := range routing.To {
+		if to == nil || to.Id == self.Id {
+			continue // never back to the sender
 		}
-		cp, err := copyEdDSA(old)
-		if err != nil {
-			return nil, err
+		role, node := r.rp.owner[to], to.Moniker
+		if role == 0 {
+			return fmt.Errorf("%w: message to unknown party %s", ErrParty, to.Id)
 		}
-		l := newLocal[*eddsakeygen.LocalPartySaveData](roleOld)
-		p := s.params(rp, tss.Ed25519, roleOld)
-		if l.party, err = newPartySafe(func() tss.Party { return eddsaresharing.NewLocalParty(p, *cp, l.out, l.end) }); err != nil {
-			return nil, err
+		if masks[node] == 0 {
+			order = append(order, node)
 		}
-		locals = append(locals, l)
+		masks[node] |= role
 	}
-	if rp.byRole[roleNew][s.Self] != nil {
-		save := eddsakeygen.NewLocalPartySaveData(len(s.New))
-		l := newLocal[*eddsakeygen.LocalPartySaveData](roleNew)
-		p := s.params(rp, tss.Ed25519, roleNew)
-		if l.party, err = newPartySafe(func() tss.Party { return eddsaresharing.NewLocalParty(p, save, l.out, l.end) }); err != nil {
-			return nil, err
-		}
-		locals = append(locals, l)
-	}
-	res, err := runReshare(ctx, s, rp, locals, tr)
-	if err != nil || res == nil {
-		return nil, err
-	}
-	if res.Xi == nil || res.EDDSAPub == nil {
-		return nil, fmt.Errorf("%w: new party ended without a share", ErrParty)
-	}
-	if s.PubKey != nil && !bytes.Equal(EdDSAPublicKey(res.EDDSAPub), s.PubKey) {
-		return nil, fmt.Errorf("%w: the reshared public key differs from the wallet's", ErrParty)
-	}
-	return res, nil
-}
-
-// local is one tss party of this node.
-type local[T any] struct {
-	role  byte
-	party tss.Party
-	out   chan tss.Message
-	end   chan T
-	inbox chan delivery
-}
-
-type delivery struct {
-	from *tss.PartyID
-	bc   bool
-	wire []byte
-}
-
-func newLocal[T any](role byte) *local[T] {
-	return &local[T]{role: role, out: make(chan tss.Message, chanCap), end: make(chan T, 1), inbox: make(chan delivery, chanCap)}
-}
-
-// runReshare drives this node's parties (one or two) to their end and
-// returns the new party's result (zero value for an old-only node).
-func runReshare[T any](ctx context.Context, s ReshareSession, rp *reshareParties, locals []*local[T], tr Transport) (T, error) {
-	var zero T
-	parent := ctx
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, 8)
-	fail := func(err error) {
-		select {
-		case errc <- err:
-		default:
-		}
-	}
-	byRole := map[byte]*local[T]{}
-	for _, l := range locals {
-		byRole[l.role] = l
-	}
-	var sendMu sync.Mutex // one route at a time keeps a party's messages in order
-	route := func(sendCtx context.Context, from byte, msg tss.Message) error {
-		wire, routing, err := msg.WireBytes()
-		if err != nil {
-			return fmt.Errorf("%w: encode message: %v", ErrParty, err)
-		}
-		masks := map[string]byte{}
-		var order []string
-		self := rp.byRole[from][s.Self]
-		for _, to := range routing.To {
-			if to == nil || to.Id == self.Id {
-				continue // never back to the sender
-			}
-			role, node := rp.owner[to], to.Moniker
-			if role == 0 {
-				return fmt.Errorf("%w: message to unknown party %s", ErrParty, to.Id)
-			}
-			if masks[node] == 0 {
-				order = append(order, node)
-			}
-			masks[node] |= role
-		}
-		sendMu.Lock()
-		defer sendMu.Unlock()
-		for _, node := range order {
-			if node == s.Self {
-				for _, r := range []byte{roleOld, roleNew} {
-					if masks[node]&r != 0 && byRole[r] != nil {
-						select {
-						case byRole[r].inbox <- delivery{from: self, bc: routing.IsBroadcast, wire: wire}:
-						case <-sendCtx.Done():
-							return sendCtx.Err()
-						}
-					}
-				}
-				continue
-			}
-			env := append([]byte{envelopeVersion, from, masks[node]}, wire...)
-			o := Outbound{To: []string{node}, Broadcast: routing.IsBroadcast, Round: msg.Type(), Wire: env}
-			if err := tr.Send(sendCtx, o); err != nil {
-				return fmt.Errorf("send %s: %w", o.Round, err)
-			}
-		}
-		return nil
-	}
-
-	var wg sync.WaitGroup
-	for _, l := range locals {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case msg := <-l.out:
-					if err := route(parent, l.role, msg); err != nil {
-						fail(err)
-						return
+	for _, node := range order {
+		if node == r.self {
+			for _, role := range []byte{roleOld, roleNew} {
+				if masks[node]&role != 0 {
+					if err := deliver(ctx, role, delivery{from: self, bc: routing.IsBroadcast, wire: wire}); err != nil {
+						return err
 					}
 				}
 			}
-		}()
-	}
-	for _, l := range locals {
-		if err := safeStart(l.party); err != nil {
-			cancel()
-			wg.Wait()
-			return zero, err
+			continue
+		}
+		env := append([]byte{envelopeVersion, from, masks[node]}, wire...)
+		o := Outbound{To: []string{node}, Broadcast: routing.IsBroadcast, Round: msg.Type(), Wire: env}
+		if err := tr.Send(ctx, o); err != nil {
+			return fmt.Errorf("send %s: %w", o.Round, err)
 		}
 	}
-	for _, l := range locals {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case d := <-l.inbox:
-					if err := safeUpdate(l.party, d.wire, d.from, d.bc); err != nil {
-						fail(err)
-						return
-					}
-				}
-			}
-		}()
-	}
-	// Inbound dispatcher: unwraps the envelope and feeds the right party.
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		in := tr.Recv()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case m, ok := <-in:
-				if !ok {
-					return
-				}
-				if len(m.Wire) < 3 || m.Wire[0] != envelopeVersion {
-					continue
-				}
-				from := rp.byRole[m.Wire[1]][m.From] // the sending node's party, as the transport authenticated it
-				if from == nil {
-					continue
-				}
-				for _, r := range []byte{roleOld, roleNew} {
-					if m.Wire[2]&r == 0 || byRole[r] == nil {
-						continue
-					}
-					select {
-					case byRole[r].inbox <- delivery{from: from, bc: m.Broadcast, wire: m.Wire[3:]}:
-					case <-ctx.Done():
-						return
-					}
-				}
-			}
-		}
-	}()
-
-	type ended struct {
-		role byte
-		val  T
-	}
-	ends := make(chan ended, len(locals))
-	for _, l := range locals {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			select {
-			case v := <-l.end:
-				ends <- ended{l.role, v}
-			case <-ctx.Done():
-			}
-		}()
-	}
-	var res T
-	var err error
-	for pending := len(locals); pending > 0 && err == nil; {
-		select {
-		case e := <-ends:
-			pending--
-			if e.role == roleNew {
-				res = e.val
-			}
-		case err = <-errc:
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
-	}
-	cancel()
-	wg.Wait()
-	if err != nil {
-		return zero, err
-	}
-	// A party's last messages can still sit in its out channel.
-	for _, l := range locals {
-		for done := false; !done; {
-			select {
-			case msg := <-l.out:
-				if ferr := route(parent, l.role, msg); ferr != nil {
-					return res, ferr
-				}
-			default:
-				done = true
-			}
-		}
-	}
-	return res, nil
+	return nil
 }
 
-// copyECDSA deep-copies a share: tss-lib's old party zeroes Xi in place.
-func copyECDSA(k *ecdsakeygen.LocalPartySaveData) (*ecdsakeygen.LocalPartySaveData, error) {
+func (r reshareRouter) receive(m Inbound) (delivery, byte, bool) {
+	if len(m.Wire) < 3 || m.Wire[0] != envelopeVersion {
+		return delivery{}, 0, false
+	}
+	from := r.rp.byRole[m.Wire[1]][m.From] // the sending node's party, as the transport authenticated it
+	if from == nil {
+		return delivery{}, 0, false
+	}
+	return delivery{from: from, bc: m.Broadcast, wire: m.Wire[3:]}, m.Wire[2] & (roleOld | roleNew), true
+}
+
+// deepCopy copies a share through its JSON encoding (the buffer is zeroed).
+func deepCopy[K any](k *K) (*K, error) {
 	b, err := json.Marshal(k)
 	if err != nil {
 		return nil, fmt.Errorf("%w: copy share: %v", ErrBadParameters, err)
 	}
 	defer clear(b)
-	var out ecdsakeygen.LocalPartySaveData
-	if err := json.Unmarshal(b, &out); err != nil {
-		return nil, fmt.Errorf("%w: copy share: %v", ErrBadParameters, err)
-	}
-	return &out, nil
-}
-
-func copyEdDSA(k *eddsakeygen.LocalPartySaveData) (*eddsakeygen.LocalPartySaveData, error) {
-	b, err := json.Marshal(k)
-	if err != nil {
-		return nil, fmt.Errorf("%w: copy share: %v", ErrBadParameters, err)
-	}
-	defer clear(b)
-	var out eddsakeygen.LocalPartySaveData
-	if err := json.Unmarshal(b, &out); err != nil {
-		return nil, fmt.Errorf("%w: copy share: %v", ErrBadParameters, err)
+	var out K
+	if err := json.Unmarshal(b, &out); err != nil { // its error may quote the secret
+		return nil, fmt.Errorf("%w: copy share: it does not decode", ErrBadParameters)
 	}
 	return &out, nil
 }

@@ -2,14 +2,9 @@ package node
 
 import (
 	"context"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
-
-	ecdsakeygen "github.com/bnb-chain/tss-lib/v3/ecdsa/keygen"
-	eddsakeygen "github.com/bnb-chain/tss-lib/v3/eddsa/keygen"
 
 	"github.com/hwsigner/signer/hsm"
 	"github.com/hwsigner/signer/protocol"
@@ -58,8 +53,13 @@ func (n *Node) keygen(ctx context.Context, r *protocol.KeygenRequest, res *proto
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.KeygenTimeout)
 	defer cancel()
 	for _, kt := range r.EffectiveKeyTypes() {
+		sc, err := ceremony.SchemeFor(kt)
+		if err != nil {
+			res.SetError(protocol.CodeBadRequest, err.Error())
+			return
+		}
 		sid := sessionID("keygen", r.RequestID, kt)
-		pub, err := n.keygenOne(ctx, sid, r, kt)
+		pub, err := n.keygenOne(ctx, sid, r, sc)
 		if err != nil {
 			n.log.Warn("keygen failed", "wallet", r.WalletID, "key_type", kt, "err", err)
 			failure(res, ctx, err)
@@ -68,15 +68,12 @@ func (n *Node) keygen(ctx context.Context, r *protocol.KeygenRequest, res *proto
 			}
 			return
 		}
-		if kt == protocol.KeyTypeSecp256k1 {
-			res.ECDSAPubKey = hex.EncodeToString(pub)
-		} else {
-			res.EdDSAPubKey = hex.EncodeToString(pub)
-		}
+		sc.FillPublicKey(res, pub)
 	}
 }
 
-func (n *Node) keygenOne(ctx context.Context, sid string, r *protocol.KeygenRequest, kt string) (_ []byte, err error) {
+func (n *Node) keygenOne(ctx context.Context, sid string, r *protocol.KeygenRequest, sc ceremony.Scheme) (_ []byte, err error) {
+	kt := sc.KeyType()
 	done := n.m.SessionStarted(protocol.OpKeygen, kt)
 	defer func() {
 		if err != nil {
@@ -87,10 +84,9 @@ func (n *Node) keygenOne(ctx context.Context, sid string, r *protocol.KeygenRequ
 		}
 		done("success")
 	}()
-	var pre *ecdsakeygen.LocalPreParams
-	if kt == protocol.KeyTypeSecp256k1 {
-		var err error
-		if pre, err = n.takePreParams(ctx); err != nil {
+	var opts ceremony.Options
+	if sc.NeedsPreParams() {
+		if opts.PreParams, err = n.takePreParams(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -100,24 +96,9 @@ func (n *Node) keygenOne(ctx context.Context, sid string, r *protocol.KeygenRequ
 	}
 	defer tr.Close()
 	s := ceremony.Session{ID: sid, Self: n.cfg.NodeID, Parties: n.cfg.Committee, Threshold: n.cfg.Signers.TSSThreshold()}
-	var share any
-	var pub []byte
-	if kt == protocol.KeyTypeSecp256k1 {
-		d, err := ceremony.KeygenECDSA(ctx, s, pre, tr)
-		if err != nil {
-			return nil, err
-		}
-		share, pub = d, ceremony.ECDSAPublicKey(d.ECDSAPub)
-	} else {
-		d, err := ceremony.KeygenEdDSA(ctx, s, tr)
-		if err != nil {
-			return nil, err
-		}
-		share, pub = d, ceremony.EdDSAPublicKey(d.EDDSAPub)
-	}
-	pt, err := json.Marshal(share)
+	pt, pub, err := sc.Keygen(ctx, s, opts, tr)
 	if err != nil {
-		return nil, fmt.Errorf("encode share: %w", err)
+		return nil, err
 	}
 	defer hsm.Zero(pt)
 	sealed, err := n.sealer.Seal(ctx, pt, shareBinding(n.cfg.NodeID, r.WalletID, kt, 1))
@@ -194,44 +175,24 @@ func (n *Node) sign(ctx context.Context, r *protocol.SigningRequest, res *protoc
 	}
 	defer tr.Close()
 	s := ceremony.Session{ID: sid, Self: n.cfg.NodeID, Parties: signers, Threshold: meta.Threshold}
-	if r.KeyType == protocol.KeyTypeSecp256k1 {
-		var key ecdsakeygen.LocalPartySaveData
-		if err := json.Unmarshal(pt, &key); err != nil {
-			res.SetError(protocol.CodeHSMFailure, "sealed share does not decode")
-			return
-		}
-		key, kdd, err := childECDSAKey(key, deriv)
-		if err != nil {
-			res.SetError(protocol.CodeInternal, err.Error())
-			return
-		}
-		sig, err := ceremony.SignECDSA(ctx, s, key, r.Tx, kdd, tr)
-		if err != nil {
-			failure(res, ctx, err)
-			return
-		}
-		if err := res.SetECDSASignature(sig.R, sig.S, int(sig.SignatureRecovery[0])); err != nil {
-			res.SetError(protocol.CodeInternal, err.Error())
-			return
-		}
-		setChildPubKey(res, deriv)
+	sc, err := ceremony.SchemeFor(r.KeyType)
+	if err != nil {
+		res.SetError(protocol.CodeBadRequest, err.Error())
 		return
 	}
-	var key eddsakeygen.LocalPartySaveData
-	if err := json.Unmarshal(pt, &key); err != nil {
+	sig, err := sc.Sign(ctx, s, pt, r.Tx, deriv, tr)
+	switch {
+	case errors.Is(err, ceremony.ErrBadShare):
 		res.SetError(protocol.CodeHSMFailure, "sealed share does not decode")
 		return
-	}
-	if key, err = childEdDSAKey(key, deriv); err != nil {
+	case errors.Is(err, ceremony.ErrDerivation):
 		res.SetError(protocol.CodeInternal, err.Error())
 		return
-	}
-	sig, err := ceremony.SignEdDSA(ctx, s, key, r.Tx, tr)
-	if err != nil {
+	case err != nil:
 		failure(res, ctx, err)
 		return
 	}
-	if err := res.SetEdDSASignature(sig.Signature); err != nil {
+	if err := sig.Fill(res); err != nil {
 		res.SetError(protocol.CodeInternal, err.Error())
 		return
 	}

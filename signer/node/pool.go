@@ -7,9 +7,8 @@ import (
 	"runtime"
 	"time"
 
-	ecdsakeygen "github.com/bnb-chain/tss-lib/v3/ecdsa/keygen"
-
 	"github.com/hwsigner/signer/hsm"
+	"github.com/hwsigner/signer/signer/ceremony"
 	"github.com/hwsigner/signer/signer/preparams"
 	"github.com/hwsigner/signer/signer/store"
 )
@@ -22,7 +21,7 @@ func poolBinding(node string, id uint64) hsm.Binding {
 
 // takePreParams hands out one set, never twice: from the sealed pool, or from
 // the test fixtures.
-func (n *Node) takePreParams(ctx context.Context) (*ecdsakeygen.LocalPreParams, error) {
+func (n *Node) takePreParams(ctx context.Context) (*ceremony.PreParams, error) {
 	if fx := n.cfg.TestPreParams; fx != nil {
 		// Fixtures are public and shared by design; index by node so that the
 		// parties of one keygen use different sets.
@@ -80,7 +79,7 @@ func (n *Node) addPreParams(ctx context.Context) error {
 // AddPreParams seals one pre-params set for nodeID and adds it to the pool
 // in st. Nodes call it from their background generator; it also lets sets
 // generated elsewhere (an offline machine with more cores) be imported.
-func AddPreParams(ctx context.Context, s *hsm.Sealer, st *store.Store, nodeID string, pp *ecdsakeygen.LocalPreParams) error {
+func AddPreParams(ctx context.Context, s *hsm.Sealer, st *store.Store, nodeID string, pp *ceremony.PreParams) error {
 	pt, err := preparams.Marshal(pp)
 	if err != nil {
 		return err

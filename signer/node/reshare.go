@@ -11,9 +11,6 @@ import (
 	"sort"
 	"time"
 
-	ecdsakeygen "github.com/bnb-chain/tss-lib/v3/ecdsa/keygen"
-	eddsakeygen "github.com/bnb-chain/tss-lib/v3/eddsa/keygen"
-
 	"github.com/hwsigner/signer/hsm"
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/signer/ceremony"
@@ -31,8 +28,8 @@ import (
 //     nothing, or its active share's epoch, committee, threshold, public key
 //     and share key. The holders are the old parties; they must agree.
 //  3. Nodes in neither committee leave; the others run the tss ceremony
-//     (ceremony.ReshareECDSA/EdDSA). New parties of ECDSA draw fresh
-//     pre-params from their pools.
+//     (the key type's ceremony.Scheme Reshare). New parties of a scheme
+//     that needs pre-params (ECDSA) draw fresh ones from their pools.
 //  4. Each new member seals its share at epoch+1 as pending and announces
 //     "sealed". A node that has "sealed" from every new member activates
 //     its pending share (new member) or deletes its old share and keeps a
@@ -252,9 +249,14 @@ func (n *Node) reshare(ctx context.Context, r *protocol.ReshareRequest, res *pro
 			PubKey: hex.EncodeToString(meta.PubKey), ShareKey: ids.ShareID.Text(16)}
 	}
 	isNew := contains(r.NodeIDs, n.cfg.NodeID)
-	var pre *ecdsakeygen.LocalPreParams
-	if isNew && kt == protocol.KeyTypeSecp256k1 {
-		if pre, err = n.takePreParams(ctx); err != nil {
+	sc, err := ceremony.SchemeFor(kt)
+	if err != nil {
+		res.SetError(protocol.CodeBadRequest, err.Error())
+		return
+	}
+	var opts ceremony.Options
+	if isNew && sc.NeedsPreParams() {
+		if opts.PreParams, err = n.takePreParams(ctx); err != nil {
 			failure(res, ctx, err)
 			if errors.Is(err, errNoPreParams) {
 				res.SetError(protocol.CodeNoPreparams, err.Error())
@@ -320,44 +322,17 @@ func (n *Node) reshare(ctx context.Context, r *protocol.ReshareRequest, res *pro
 	}()
 	s := ceremony.ReshareSession{ID: sid, Self: n.cfg.NodeID, Old: plan.old, OldKeys: plan.keys, OldThreshold: plan.oldT,
 		New: r.NodeIDs, NewThreshold: r.NewThreshold, PubKey: plan.pub}
-	var share any
-	if kt == protocol.KeyTypeSecp256k1 {
-		var old *ecdsakeygen.LocalPartySaveData
-		if holds {
-			old = new(ecdsakeygen.LocalPartySaveData)
-			if err := json.Unmarshal(plain, old); err != nil {
-				res.SetError(protocol.CodeHSMFailure, "sealed share does not decode")
-				giveUp("share does not decode")
-				return
-			}
-		}
-		d, err := ceremony.ReshareECDSA(cctx, s, old, pre, mux)
-		if err != nil {
-			n.reshareFailed(ctx, res, err, giveUp)
-			return
-		}
-		if d != nil {
-			share = d
-		}
-	} else {
-		var old *eddsakeygen.LocalPartySaveData
-		if holds {
-			old = new(eddsakeygen.LocalPartySaveData)
-			if err := json.Unmarshal(plain, old); err != nil {
-				res.SetError(protocol.CodeHSMFailure, "sealed share does not decode")
-				giveUp("share does not decode")
-				return
-			}
-		}
-		d, err := ceremony.ReshareEdDSA(cctx, s, old, mux)
-		if err != nil {
-			n.reshareFailed(ctx, res, err, giveUp)
-			return
-		}
-		if d != nil {
-			share = d
-		}
+	share, err := sc.Reshare(cctx, s, plain, opts, mux)
+	if errors.Is(err, ceremony.ErrBadShare) {
+		res.SetError(protocol.CodeHSMFailure, "sealed share does not decode")
+		giveUp("share does not decode")
+		return
 	}
+	if err != nil {
+		n.reshareFailed(ctx, res, err, giveUp)
+		return
+	}
+	defer hsm.Zero(share)
 
 	// 4. Seal pending, confirm, then switch epochs.
 	newEpoch := plan.epoch + 1
@@ -453,16 +428,12 @@ func planReshare(metas map[string]reshareCtl, r *protocol.ReshareRequest) (*resh
 
 // sealPending stores the new share at epoch as pending. A pending share left
 // at that epoch by an earlier, unconfirmed attempt is replaced.
-func (n *Node) sealPending(ctx context.Context, r *protocol.ReshareRequest, plan *reshareMeta, epoch uint64, share any) error {
+// share is the new share's plaintext; the caller owns and zeroes it.
+func (n *Node) sealPending(ctx context.Context, r *protocol.ReshareRequest, plan *reshareMeta, epoch uint64, share []byte) error {
 	if share == nil {
 		return fmt.Errorf("%w: new member without a new share", ceremony.ErrParty)
 	}
-	pt, err := json.Marshal(share)
-	if err != nil {
-		return fmt.Errorf("encode share: %w", err)
-	}
-	defer hsm.Zero(pt)
-	sealed, err := n.sealer.Seal(ctx, pt, shareBinding(n.cfg.NodeID, r.WalletID, r.KeyType, epoch))
+	sealed, err := n.sealer.Seal(ctx, share, shareBinding(n.cfg.NodeID, r.WalletID, r.KeyType, epoch))
 	if err != nil {
 		return err
 	}
