@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +25,7 @@ import (
 	"github.com/hwsigner/signer/hsm"
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/routing"
+	"github.com/hwsigner/signer/signer/committee"
 	"github.com/hwsigner/signer/signer/metrics"
 	"github.com/hwsigner/signer/signer/store"
 	"github.com/hwsigner/signer/signer/transport"
@@ -315,26 +315,21 @@ func (n *Node) readyNodes(context.Context) map[string]bool {
 	return n.ready.view()
 }
 
-// chooseSigners picks exactly t+1 ready committee members, the same set on
-// every node with the same readiness view: ordered by H(requestID|node).
-func chooseSigners(requestID string, committee []string, ready map[string]bool, t int) []string {
-	var cands []string
-	for _, c := range committee {
-		if ready[c] {
-			cands = append(cands, c)
-		}
+// ruleFailure sets the result of a request that breaks a committee rule:
+// the rule's code, and the error's message.
+func ruleFailure(res *protocol.Result, err error) {
+	code := protocol.CodeInternal
+	switch {
+	case errors.Is(err, committee.ErrNotMember):
+		code = protocol.CodeBadRequest
+	case errors.Is(err, committee.ErrNotReady):
+		code = protocol.CodeNodesNotReady
+	case errors.Is(err, committee.ErrNoHolder):
+		code = protocol.CodeUnknownWallet
+	case errors.Is(err, committee.ErrHoldersDiffer):
+		code = protocol.CodeCeremonyFailed
 	}
-	if len(cands) < t+1 {
-		return nil
-	}
-	score := func(id string) string {
-		h := sha256.Sum256([]byte(requestID + "|" + id))
-		return hex.EncodeToString(h[:])
-	}
-	sort.Slice(cands, func(i, j int) bool { return score(cands[i]) < score(cands[j]) })
-	out := cands[:t+1]
-	sort.Strings(out)
-	return out
+	res.SetError(code, err.Error())
 }
 
 func sessionID(parts ...string) string {
