@@ -6,6 +6,7 @@ import (
 
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/signer/committee"
+	"github.com/hwsigner/signer/signer/metrics"
 )
 
 func TestRuleFailure(t *testing.T) {
@@ -37,5 +38,23 @@ func TestRuleFailure(t *testing.T) {
 				t.Fatalf("got %s %q, want %s %q", res.ErrorCode, res.ErrorReason, tc.code, tc.msg)
 			}
 		})
+	}
+}
+
+func TestFinishOutcome(t *testing.T) {
+	failed := &protocol.Result{}
+	failed.SetError(protocol.CodeTimeout, "late")
+	for _, tc := range []struct {
+		name string
+		res  *protocol.Result
+		want string
+	}{
+		{"success", &protocol.Result{ResultType: protocol.ResultSuccess}, metrics.OutcomeSuccess},
+		{"stayed out", &protocol.Result{}, "not_participant"},
+		{"error", failed, protocol.CodeTimeout},
+	} {
+		if got := finishOutcome(tc.res); got != tc.want {
+			t.Errorf("%s: outcome %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }
