@@ -2,8 +2,8 @@
 // ceremony on the same session transport. A Mux splits the session in two:
 // the tss ceremony's messages and control messages, told apart by the first
 // byte of each payload (0: tss-lib wire bytes follow; 1: a JSON control
-// message follows). Control messages are broadcast and signed by the
-// transport; there are three kinds:
+// message follows). Control messages are broadcast (one that arrives
+// otherwise is dropped); there are three kinds:
 //
 //   - "meta": what a participant holds of the wallet's key type
 //     (committee.Holding), announced once by every participant before the
