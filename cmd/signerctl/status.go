@@ -18,17 +18,16 @@ import (
 
 	"github.com/hwsigner/signer/routing"
 	"github.com/hwsigner/signer/signer/config"
-	"github.com/hwsigner/signer/signer/node"
 	"github.com/hwsigner/signer/signer/store"
 )
 
 // peerStatus is one line of `signerctl status`.
 type peerStatus struct {
-	NodeID   string       `json:"node_id"`
-	Known    bool         `json:"in_cluster_file"`
-	Ready    bool         `json:"ready"`
-	LastBeat *time.Time   `json:"last_heartbeat,omitempty"`
-	Status   *node.Status `json:"status,omitempty"`
+	NodeID   string              `json:"node_id"`
+	Known    bool                `json:"in_cluster_file"`
+	Ready    bool                `json:"ready"`
+	LastBeat *time.Time          `json:"last_heartbeat,omitempty"`
+	Status   *routing.NodeStatus `json:"status,omitempty"`
 }
 
 func statusCmd(g *globals) *cobra.Command {
@@ -82,7 +81,7 @@ The NATS user needs read access to that bucket.`,
 				}
 				at := e.Created()
 				p.Ready, p.LastBeat = true, &at
-				var st node.Status
+				var st routing.NodeStatus
 				if json.Unmarshal(e.Value(), &st) == nil && st.NodeID != "" {
 					p.Status = &st
 				}

@@ -149,7 +149,7 @@ func TestBackupRestoreDrill(t *testing.T) {
 	signBoth(t, ctx, cl, "w-drill", "after", ecPub, edPub)
 	t.Logf("node0 and node2 signed with the restored shares in %s", time.Since(start).Round(time.Millisecond))
 	// Its peer's result may reach the client before node0 has finished.
-	waitFor(t, func() bool { return c.Node("node0").Stats().Succeeded.Load() == 2 })
+	waitFor(t, func() bool { return c.Node("node0").Stats().Succeeded == 2 })
 }
 
 // withHardware opens a key backend and a store as an operator command does

@@ -288,7 +288,7 @@ func TestHostileRequests(t *testing.T) {
 	bmu.Unlock()
 	var forged int64
 	for _, id := range c.NodeIDs {
-		forged += c.Node(id).Stats().InvalidSignature.Load()
+		forged += c.Node(id).Stats().InvalidSignature
 	}
 	if forged < 3 {
 		t.Errorf("forged request counted %d times, want once per node", forged)

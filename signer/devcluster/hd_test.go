@@ -143,7 +143,7 @@ func hdTamperedPath(t *testing.T, ctx context.Context, c *devcluster.Cluster, cl
 	subj, _ := routing.SigningRequestSubject("hd-wallet")
 	invalid := func() (n int64) {
 		for _, id := range c.NodeIDs {
-			n += c.Node(id).Stats().InvalidSignature.Load()
+			n += c.Node(id).Stats().InvalidSignature
 		}
 		return n
 	}

@@ -187,7 +187,7 @@ func TestReshareInterruptedKeepsOldCommittee(t *testing.T) {
 	}()
 	// An ECDSA reshare takes ~10 s here; stop node2 once it runs.
 	deadline := time.Now().Add(20 * time.Second)
-	for c.Node("node2").Stats().Accepted.Load() < 2 && time.Now().Before(deadline) {
+	for c.Node("node2").Stats().Accepted < 2 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(1500 * time.Millisecond)

@@ -1,13 +1,19 @@
-// Package metrics holds a node's Prometheus metrics: requests and ceremonies
-// by operation and outcome, ceremony latency, hardware operation latency,
-// dropped round messages by reason and the pre-params pool depth. Every
-// method is safe on a nil *Metrics (metrics off), so callers need no checks.
+// Package metrics counts what a node does. The request counters and the
+// dropped round messages by reason are always kept and read with Snapshot
+// (the node's heartbeat status, `signerctl status`). A Metrics made by New
+// also exports them to Prometheus, with ceremonies by operation, key type and
+// outcome, ceremony latency, hardware operation latency and the pre-params
+// pool depth; one made by NewCounters keeps the counters only. Every method
+// is safe on a nil *Metrics, which counts nothing.
 package metrics
 
 import (
 	"context"
 	"crypto"
 	"io"
+	"maps"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,9 +21,32 @@ import (
 	"github.com/hwsigner/signer/hsm"
 )
 
-// Metrics of one node, registered on the registry given to New.
+// Request outcomes that Request counts apart; every other outcome is a
+// rejection.
+const (
+	OutcomeAccepted        = "accepted"                // taken for processing
+	OutcomeUnauthenticated = "dropped_unauthenticated" // unknown client key or bad signature
+)
+
+// OutcomeSuccess is the outcome of a request or ceremony that succeeded; any
+// other outcome of Finished is a failure.
+const OutcomeSuccess = "success"
+
+// Metrics of one node.
 type Metrics struct {
+	accepted, rejected, unauthenticated atomic.Int64
+	succeeded, failed                   atomic.Int64
+
+	dropsMu sync.Mutex
+	drops   map[string]int64
+
+	prom *exported // nil: no Prometheus
+}
+
+// exported are the Prometheus collectors, registered by New.
+type exported struct {
 	requests  *prometheus.CounterVec
+	finished  *prometheus.CounterVec
 	ceremony  *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
 	hsmOps    *prometheus.HistogramVec
@@ -26,12 +55,35 @@ type Metrics struct {
 	sessions  prometheus.Gauge
 }
 
-// New creates the metrics and registers them on reg.
+// Snapshot is a copy of the counters.
+type Snapshot struct {
+	Accepted         int64 // requests taken for processing
+	Rejected         int64 // requests answered with an error before processing, or dropped (bad subject, malformed)
+	InvalidSignature int64 // requests dropped: unknown client key or bad signature
+	Succeeded        int64 // accepted requests whose result is a success
+	// Failed counts every other accepted request that finished, including
+	// those this node stayed out of (a signer not chosen, a reshare outside
+	// both committees).
+	Failed int64
+	Drops  map[string]int64 // round messages dropped before tss-lib, by reason
+}
+
+// NewCounters returns metrics that keep the counters and export nothing.
+func NewCounters() *Metrics {
+	return &Metrics{drops: map[string]int64{}}
+}
+
+// New returns metrics that keep the counters and register their Prometheus
+// collectors on reg.
 func New(reg prometheus.Registerer) (*Metrics, error) {
-	m := &Metrics{
+	p := &exported{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "signer_requests_total",
 			Help: "Requests this node received, by operation and outcome (accepted, or the error code it answered with, or dropped_* when the sender could not be authenticated).",
+		}, []string{"op", "outcome"}),
+		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "signer_requests_finished_total",
+			Help: "Accepted requests this node finished, by operation and outcome (success, not_participant when it stayed out, or the error code of its result).",
 		}, []string{"op", "outcome"}),
 		ceremony: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "signer_ceremonies_total",
@@ -60,18 +112,34 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Ceremony sessions running on this node.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.ceremony, m.latency, m.hsmOps, m.hsmErrors, m.dropped, m.sessions} {
+	for _, c := range []prometheus.Collector{p.requests, p.finished, p.ceremony, p.latency, p.hsmOps, p.hsmErrors, p.dropped, p.sessions} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
+	m := NewCounters()
+	m.prom = p
 	return m, nil
 }
 
-// PoolDepth registers a gauge that reads the pre-params pool depth on each
-// scrape.
-func (m *Metrics) PoolDepth(reg prometheus.Registerer, depth func() (int, error)) error {
+// Snapshot returns the counters' current values.
+func (m *Metrics) Snapshot() Snapshot {
 	if m == nil {
+		return Snapshot{Drops: map[string]int64{}}
+	}
+	m.dropsMu.Lock()
+	drops := maps.Clone(m.drops)
+	m.dropsMu.Unlock()
+	return Snapshot{
+		Accepted: m.accepted.Load(), Rejected: m.rejected.Load(), InvalidSignature: m.unauthenticated.Load(),
+		Succeeded: m.succeeded.Load(), Failed: m.failed.Load(), Drops: drops,
+	}
+}
+
+// PoolDepth registers a gauge that reads the pre-params pool depth on each
+// scrape. Without Prometheus it registers nothing.
+func (m *Metrics) PoolDepth(reg prometheus.Registerer, depth func() (int, error)) error {
+	if m == nil || m.prom == nil {
 		return nil
 	}
 	return reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -86,49 +154,85 @@ func (m *Metrics) PoolDepth(reg prometheus.Registerer, depth func() (int, error)
 	}))
 }
 
-// Request counts a request by outcome.
+// Request counts a request by outcome: OutcomeAccepted, OutcomeUnauthenticated,
+// or anything else (an error code, a dropped_* reason) as a rejection.
 func (m *Metrics) Request(op, outcome string) {
-	if m != nil {
-		m.requests.WithLabelValues(op, outcome).Inc()
+	if m == nil {
+		return
+	}
+	switch outcome {
+	case OutcomeAccepted:
+		m.accepted.Add(1)
+	case OutcomeUnauthenticated:
+		m.unauthenticated.Add(1)
+	default:
+		m.rejected.Add(1)
+	}
+	if m.prom != nil {
+		m.prom.requests.WithLabelValues(op, outcome).Inc()
+	}
+}
+
+// Finished counts an accepted request that finished: OutcomeSuccess as a
+// success, any other outcome as a failure.
+func (m *Metrics) Finished(op, outcome string) {
+	if m == nil {
+		return
+	}
+	if outcome == OutcomeSuccess {
+		m.succeeded.Add(1)
+	} else {
+		m.failed.Add(1)
+	}
+	if m.prom != nil {
+		m.prom.finished.WithLabelValues(op, outcome).Inc()
 	}
 }
 
 // SessionStarted marks a ceremony as running; call the returned func when it
-// ends with its outcome ("success" or an error code).
+// ends with its outcome (OutcomeSuccess or an error code). Only Prometheus
+// sees ceremonies.
 func (m *Metrics) SessionStarted(op, keyType string) func(outcome string) {
-	if m == nil {
+	if m == nil || m.prom == nil {
 		return func(string) {}
 	}
+	p := m.prom
 	start := time.Now()
-	m.sessions.Inc()
+	p.sessions.Inc()
 	return func(outcome string) {
-		m.sessions.Dec()
-		m.ceremony.WithLabelValues(op, keyType, outcome).Inc()
-		m.latency.WithLabelValues(op, keyType).Observe(time.Since(start).Seconds())
+		p.sessions.Dec()
+		p.ceremony.WithLabelValues(op, keyType, outcome).Inc()
+		p.latency.WithLabelValues(op, keyType).Observe(time.Since(start).Seconds())
 	}
 }
 
-// Dropped counts a dropped round message.
+// Dropped counts a dropped round message by reason.
 func (m *Metrics) Dropped(reason string) {
-	if m != nil {
-		m.dropped.WithLabelValues(reason).Inc()
+	if m == nil {
+		return
+	}
+	m.dropsMu.Lock()
+	m.drops[reason]++
+	m.dropsMu.Unlock()
+	if m.prom != nil {
+		m.prom.dropped.WithLabelValues(reason).Inc()
 	}
 }
 
 func (m *Metrics) hsmOp(backend, op string, start time.Time, err error) {
-	if m == nil {
+	if m == nil || m.prom == nil {
 		return
 	}
-	m.hsmOps.WithLabelValues(backend, op).Observe(time.Since(start).Seconds())
+	m.prom.hsmOps.WithLabelValues(backend, op).Observe(time.Since(start).Seconds())
 	if err != nil {
-		m.hsmErrors.WithLabelValues(backend, op).Inc()
+		m.prom.hsmErrors.WithLabelValues(backend, op).Inc()
 	}
 }
 
-// InstrumentBackend times every wrap, unwrap and identity signature of b.
-// With nil metrics it returns b unchanged.
+// InstrumentBackend times every wrap, unwrap and identity signature of b for
+// Prometheus. Without Prometheus it returns b unchanged.
 func (m *Metrics) InstrumentBackend(b hsm.Backend) hsm.Backend {
-	if m == nil {
+	if m == nil || m.prom == nil {
 		return b
 	}
 	return &backend{inner: b, m: m}

@@ -11,6 +11,7 @@ import (
 	"github.com/hwsigner/signer/policy"
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/routing"
+	"github.com/hwsigner/signer/signer/metrics"
 	"github.com/hwsigner/signer/signer/store"
 )
 
@@ -26,7 +27,6 @@ func (n *Node) handle(ctx context.Context, m jetstream.Msg) {
 	}()
 	op, _, err := routing.ParseRequestSubject(m.Subject())
 	if err != nil {
-		n.stats.Rejected.Add(1)
 		n.m.Request("unknown", "dropped_subject")
 		n.log.Warn("request on an unexpected subject dropped", "subject", m.Subject())
 		return
@@ -34,7 +34,6 @@ func (n *Node) handle(ctx context.Context, m jetstream.Msg) {
 	raw := m.Data()
 	req, derr := protocol.DecodeRequest(op, raw)
 	if req == nil {
-		n.stats.Rejected.Add(1)
 		n.m.Request(op, "dropped_malformed")
 		n.log.Warn("malformed request dropped", "op", op, "err", derr)
 		return
@@ -42,14 +41,12 @@ func (n *Node) handle(ctx context.Context, m jetstream.Msg) {
 	env := req.Env()
 	pub, aerr := n.cfg.Policy.Authorize(env.KeyID, env.ClientID, op)
 	if errors.Is(aerr, policy.ErrUnknownKey) {
-		n.stats.InvalidSignature.Add(1)
-		n.m.Request(op, "dropped_unauthenticated")
+		n.m.Request(op, metrics.OutcomeUnauthenticated)
 		n.log.Warn("request from an unknown client key dropped", "key_id", env.KeyID, "request_id", env.RequestID)
 		return
 	}
 	if err := protocol.VerifyRequest(raw, pub); err != nil {
-		n.stats.InvalidSignature.Add(1)
-		n.m.Request(op, "dropped_unauthenticated")
+		n.m.Request(op, metrics.OutcomeUnauthenticated)
 		n.log.Warn("request with a bad signature dropped", "key_id", env.KeyID, "request_id", env.RequestID)
 		return
 	}
@@ -94,12 +91,10 @@ func (n *Node) handle(ctx context.Context, m jetstream.Msg) {
 		}
 		res.SetError(protocol.CodeReplayed, "request_id "+env.RequestID+" was already processed")
 		n.publishWithID(ctx, res, "replay-"+env.RequestID+"-"+fmt.Sprint(time.Now().UnixNano()))
-		n.stats.Rejected.Add(1)
 		n.m.Request(op, res.ErrorCode)
 		return
 	}
-	n.stats.Accepted.Add(1)
-	n.m.Request(op, "accepted")
+	n.m.Request(op, metrics.OutcomeAccepted)
 	switch r := req.(type) {
 	case *protocol.KeygenRequest:
 		n.keygen(ctx, r, res)
@@ -121,10 +116,8 @@ func (n *Node) handle(ctx context.Context, m jetstream.Msg) {
 	state := "done"
 	if !res.Succeeded() {
 		state = "failed"
-		n.stats.Failed.Add(1)
-	} else {
-		n.stats.Succeeded.Add(1)
 	}
+	n.m.Finished(op, finishOutcome(res))
 	if err := n.st.JournalFinish(env.RequestID, state, res.ErrorCode); err != nil {
 		n.log.Error("journal finish failed", "request_id", env.RequestID, "err", err)
 	}
@@ -133,8 +126,19 @@ func (n *Node) handle(ctx context.Context, m jetstream.Msg) {
 	}
 }
 
+// finishOutcome is the outcome Finished counts res under.
+func finishOutcome(res *protocol.Result) string {
+	switch {
+	case res.Succeeded():
+		return metrics.OutcomeSuccess
+	case res.ResultType == "":
+		return "not_participant"
+	default:
+		return res.ErrorCode
+	}
+}
+
 func (n *Node) reject(ctx context.Context, res *protocol.Result, why string) {
-	n.stats.Rejected.Add(1)
 	n.m.Request(res.Op, res.ErrorCode)
 	n.log.Info("request rejected", "why", why, "code", res.ErrorCode, "request_id", res.RequestID, "client_id", res.ClientID)
 	n.publish(ctx, res)

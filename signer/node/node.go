@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +26,7 @@ import (
 	"github.com/hwsigner/signer/policy"
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/routing"
+	"github.com/hwsigner/signer/signer/committee"
 	"github.com/hwsigner/signer/signer/config"
 	"github.com/hwsigner/signer/signer/metrics"
 	"github.com/hwsigner/signer/signer/store"
@@ -86,20 +86,13 @@ type Node struct {
 	fixtureNext atomic.Uint64
 	poolMu      sync.Mutex
 
-	stats    Stats
-	m        *metrics.Metrics
-	isReady  chan struct{} // closed once requests are being consumed
+	m        *metrics.Metrics // never nil: counts without Prometheus when cfg.Metrics is nil
+	isReady  chan struct{}    // closed once requests are being consumed
 	draining atomic.Bool
 	started  time.Time
 	sessions atomic.Int64 // requests being handled
-	drops    sync.Map     // reason -> *atomic.Int64
 	inflight sync.Map     // walletID -> chan struct{}: keygens not finished yet
 	running  sync.WaitGroup
-}
-
-// Stats are the node's counters.
-type Stats struct {
-	Accepted, Rejected, Succeeded, Failed, InvalidSignature atomic.Int64
 }
 
 // New builds a node. The backend must hold the node's wrapping and identity
@@ -152,45 +145,34 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, backend hsm.Backend, st
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
+	m := cfg.Metrics
+	if m == nil {
+		m = metrics.NewCounters()
+	}
 	return &Node{
 		cfg: cfg, nc: nc, js: js, st: st, sealer: hsm.NewSealer(backend), identity: id,
-		log: cfg.Logger.With("node", cfg.NodeID), m: cfg.Metrics, isReady: make(chan struct{}), started: time.Now().UTC(),
+		log: cfg.Logger.With("node", cfg.NodeID), m: m, isReady: make(chan struct{}), started: time.Now().UTC(),
 	}, nil
 }
 
-// Stats returns the node's counters.
-func (n *Node) Stats() *Stats { return &n.stats }
+// Stats returns a snapshot of the node's counters: requests by outcome (as
+// its heartbeat status shows them) and dropped round messages by reason.
+func (n *Node) Stats() metrics.Snapshot { return n.m.Snapshot() }
 
 // Dropped implements transport.Counters.
-func (n *Node) Dropped(reason string) {
-	v, _ := n.drops.LoadOrStore(reason, new(atomic.Int64))
-	v.(*atomic.Int64).Add(1)
-	n.m.Dropped(reason)
-}
+func (n *Node) Dropped(reason string) { n.m.Dropped(reason) }
 
-// Status is what a node publishes with each readiness heartbeat, for
-// `signerctl status`: nothing secret.
-type Status struct {
-	NodeID    string    `json:"node_id"`
-	StartedAt time.Time `json:"started_at"`
-	PoolDepth int       `json:"pool_depth"` // -1 when unknown
-	PoolTest  bool      `json:"pool_test_fixtures,omitempty"`
-	Sessions  int64     `json:"sessions"`
-	Accepted  int64     `json:"accepted"`
-	Succeeded int64     `json:"succeeded"`
-	Failed    int64     `json:"failed"`
-	Rejected  int64     `json:"rejected"`
-}
-
+// statusInfo is the JSON routing.NodeStatus of each readiness heartbeat.
 func (n *Node) statusInfo() []byte {
 	depth, err := n.st.PoolDepth()
 	if err != nil {
 		depth = -1
 	}
-	b, _ := json.Marshal(Status{
+	c := n.m.Snapshot()
+	b, _ := json.Marshal(routing.NodeStatus{
 		NodeID: n.cfg.NodeID, StartedAt: n.started, PoolDepth: depth, PoolTest: n.cfg.TestPreParams != nil,
-		Sessions: n.sessions.Load(), Accepted: n.stats.Accepted.Load(), Succeeded: n.stats.Succeeded.Load(),
-		Failed: n.stats.Failed.Load(), Rejected: n.stats.Rejected.Load(),
+		Sessions: n.sessions.Load(), Accepted: c.Accepted, Succeeded: c.Succeeded,
+		Failed: c.Failed, Rejected: c.Rejected,
 	})
 	return b
 }
@@ -203,14 +185,7 @@ func (n *Node) Ready() <-chan struct{} { return n.isReady }
 func (n *Node) Draining() bool { return n.draining.Load() }
 
 // Drops returns dropped round messages by reason.
-func (n *Node) Drops() map[string]int64 {
-	out := map[string]int64{}
-	n.drops.Range(func(k, v any) bool {
-		out[k.(string)] = v.(*atomic.Int64).Load()
-		return true
-	})
-	return out
-}
+func (n *Node) Drops() map[string]int64 { return n.m.Snapshot().Drops }
 
 // Run creates streams and the node's consumer, heartbeats readiness, keeps
 // the pre-params pool filled and handles requests until ctx ends. It waits
@@ -321,26 +296,21 @@ func (n *Node) readyNodes(context.Context) map[string]bool {
 	return n.ready.view()
 }
 
-// chooseSigners picks exactly t+1 ready committee members, the same set on
-// every node with the same readiness view: ordered by H(requestID|node).
-func chooseSigners(requestID string, committee []string, ready map[string]bool, t int) []string {
-	var cands []string
-	for _, c := range committee {
-		if ready[c] {
-			cands = append(cands, c)
-		}
+// ruleFailure sets the result of a request that breaks a committee rule:
+// the rule's code, and the error's message.
+func ruleFailure(res *protocol.Result, err error) {
+	code := protocol.CodeInternal
+	switch {
+	case errors.Is(err, committee.ErrNotMember):
+		code = protocol.CodeBadRequest
+	case errors.Is(err, committee.ErrNotReady):
+		code = protocol.CodeNodesNotReady
+	case errors.Is(err, committee.ErrNoHolder):
+		code = protocol.CodeUnknownWallet
+	case errors.Is(err, committee.ErrHoldersDiffer):
+		code = protocol.CodeCeremonyFailed
 	}
-	if len(cands) < t+1 {
-		return nil
-	}
-	score := func(id string) string {
-		h := sha256.Sum256([]byte(requestID + "|" + id))
-		return hex.EncodeToString(h[:])
-	}
-	sort.Slice(cands, func(i, j int) bool { return score(cands[i]) < score(cands[j]) })
-	out := cands[:t+1]
-	sort.Strings(out)
-	return out
+	res.SetError(code, err.Error())
 }
 
 func sessionID(parts ...string) string {

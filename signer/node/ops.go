@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/hwsigner/signer/hsm"
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/protocol/hd"
 	"github.com/hwsigner/signer/signer/ceremony"
+	"github.com/hwsigner/signer/signer/committee"
 	"github.com/hwsigner/signer/signer/store"
 	"github.com/hwsigner/signer/signer/transport"
 )
@@ -19,7 +21,7 @@ func shareBinding(node, wallet, keyType string, epoch uint64) hsm.Binding {
 }
 
 // failure maps an error to a stable code.
-func failure(res *protocol.Result, ctx context.Context, err error) {
+func failure(ctx context.Context, res *protocol.Result, err error) {
 	switch {
 	case errors.Is(err, transport.ErrNotReady) && ctx.Err() == nil:
 		res.SetError(protocol.CodeNodesNotReady, "a chosen signer did not join in time (it may have just stopped); retry the request: "+err.Error())
@@ -43,12 +45,9 @@ func (n *Node) keygen(ctx context.Context, r *protocol.KeygenRequest, res *proto
 			return
 		}
 	}
-	ready := n.readyNodes(ctx)
-	for _, c := range n.cfg.Committee {
-		if !ready[c] {
-			res.SetError(protocol.CodeNodesNotReady, fmt.Sprintf("keygen needs every committee member; %s is not ready", c))
-			return
-		}
+	if err := committee.Keygen(n.cfg.Committee, n.readyNodes(ctx)); err != nil {
+		ruleFailure(res, err)
+		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.KeygenTimeout)
 	defer cancel()
@@ -62,7 +61,7 @@ func (n *Node) keygen(ctx context.Context, r *protocol.KeygenRequest, res *proto
 		pub, err := n.keygenOne(ctx, sid, r, sc)
 		if err != nil {
 			n.log.Warn("keygen failed", "wallet", r.WalletID, "key_type", kt, "err", err)
-			failure(res, ctx, err)
+			failure(ctx, res, err)
 			if errors.Is(err, errNoPreParams) {
 				res.SetError(protocol.CodeNoPreparams, err.Error())
 			}
@@ -78,7 +77,7 @@ func (n *Node) keygenOne(ctx context.Context, sid string, r *protocol.KeygenRequ
 	defer func() {
 		if err != nil {
 			res := &protocol.Result{}
-			failure(res, ctx, err)
+			failure(ctx, res, err)
 			done(res.ErrorCode)
 			return
 		}
@@ -140,13 +139,13 @@ func (n *Node) sign(ctx context.Context, r *protocol.SigningRequest, res *protoc
 		return
 	}
 	ready := n.readyNodes(ctx)
-	signers := chooseSigners(r.RequestID, meta.Committee, ready, meta.Threshold)
+	signers, err := committee.Signers(r.RequestID, meta.Committee, ready, meta.Threshold)
 	n.log.Debug("signers chosen", "request_id", r.RequestID, "signers", signers, "ready", ready)
-	if signers == nil {
-		res.SetError(protocol.CodeNodesNotReady, fmt.Sprintf("fewer than %d committee members are ready", meta.Threshold+1))
+	if err != nil {
+		ruleFailure(res, err)
 		return
 	}
-	if !contains(signers, n.cfg.NodeID) {
+	if !slices.Contains(signers, n.cfg.NodeID) {
 		res.ResultType = "" // not chosen: stay out, publish nothing
 		n.observe(ctx, sessionID("sign", r.RequestID), signers)
 		return
@@ -163,14 +162,14 @@ func (n *Node) sign(ctx context.Context, r *protocol.SigningRequest, res *protoc
 	defer cancel()
 	pt, err := n.sealer.Open(ctx, sealed, shareBinding(n.cfg.NodeID, r.WalletID, r.KeyType, meta.Epoch))
 	if err != nil {
-		failure(res, ctx, err)
+		failure(ctx, res, err)
 		return
 	}
 	defer hsm.Zero(pt)
 	sid := sessionID("sign", r.RequestID)
 	tr, err := n.openSession(ctx, sid, signers)
 	if err != nil {
-		failure(res, ctx, err)
+		failure(ctx, res, err)
 		return
 	}
 	defer tr.Close()
@@ -189,7 +188,7 @@ func (n *Node) sign(ctx context.Context, r *protocol.SigningRequest, res *protoc
 		res.SetError(protocol.CodeInternal, err.Error())
 		return
 	case err != nil:
-		failure(res, ctx, err)
+		failure(ctx, res, err)
 		return
 	}
 	if err := sig.Fill(res); err != nil {
@@ -219,13 +218,4 @@ func (n *Node) observe(ctx context.Context, sid string, signers []string) {
 		obs.Close()
 		cancel()
 	}()
-}
-
-func contains(xs []string, x string) bool {
-	for _, v := range xs {
-		if v == x {
-			return true
-		}
-	}
-	return false
 }

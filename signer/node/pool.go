@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/hwsigner/signer/hsm"
@@ -25,7 +26,7 @@ func (n *Node) takePreParams(ctx context.Context) (*ceremony.PreParams, error) {
 	if fx := n.cfg.TestPreParams; fx != nil {
 		// Fixtures are public and shared by design; index by node so that the
 		// parties of one keygen use different sets.
-		idx := indexOf(n.cfg.Committee, n.cfg.NodeID)
+		idx := max(slices.Index(n.cfg.Committee, n.cfg.NodeID), 0)
 		return fx[idx%len(fx)], nil
 	}
 	id, sealed, err := n.st.PopPreParams()
@@ -94,13 +95,4 @@ func AddPreParams(ctx context.Context, s *hsm.Sealer, st *store.Store, nodeID st
 		return fmt.Errorf("seal pre-params: %w", err)
 	}
 	return st.PushPreParams(id, sealed)
-}
-
-func indexOf(xs []string, x string) int {
-	for i, v := range xs {
-		if v == x {
-			return i
-		}
-	}
-	return 0
 }

@@ -1,0 +1,111 @@
+package metrics
+
+import (
+	"maps"
+	"net/http/httptest"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// record feeds the same events to m: what a node counts for a few requests.
+func record(m *Metrics) {
+	m.Request("unknown", "dropped_subject")
+	m.Request("sign", "dropped_malformed")
+	m.Request("sign", OutcomeUnauthenticated)
+	m.Request("keygen", OutcomeUnauthenticated)
+	m.Request("sign", "EXPIRED")
+	m.Request("sign", OutcomeAccepted)
+	m.Request("keygen", OutcomeAccepted)
+	m.Request("reshare", OutcomeAccepted)
+	m.Finished("sign", OutcomeSuccess)
+	m.Finished("keygen", "NODES_NOT_READY")
+	m.Finished("reshare", "not_participant")
+	m.Dropped("bad_signature")
+	m.Dropped("bad_signature")
+	m.Dropped("replay")
+}
+
+func TestSnapshot(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	exported, err := New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Snapshot{Accepted: 3, Rejected: 3, InvalidSignature: 2, Succeeded: 1, Failed: 2,
+		Drops: map[string]int64{"bad_signature": 2, "replay": 1}}
+	for _, tc := range []struct {
+		name string
+		m    *Metrics
+		want Snapshot
+	}{
+		{"counters only", NewCounters(), want},
+		{"with Prometheus", exported, want},
+		{"nil", nil, Snapshot{Drops: map[string]int64{}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			record(tc.m)
+			done := tc.m.SessionStarted("sign", "secp256k1")
+			done(OutcomeSuccess)
+			if err := tc.m.PoolDepth(prometheus.NewRegistry(), func() (int, error) { return 2, nil }); err != nil {
+				t.Fatal(err)
+			}
+			got := tc.m.Snapshot()
+			if !maps.Equal(got.Drops, tc.want.Drops) {
+				t.Fatalf("drops %v, want %v", got.Drops, tc.want.Drops)
+			}
+			got.Drops, tc.want.Drops = nil, nil
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("snapshot %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSnapshotIsACopy(t *testing.T) {
+	m := NewCounters()
+	m.Dropped("replay")
+	s := m.Snapshot()
+	s.Drops["replay"] = 99
+	m.Dropped("replay")
+	if got := m.Snapshot().Drops["replay"]; got != 2 {
+		t.Fatalf("replay drops %d, want 2", got)
+	}
+}
+
+// TestPrometheusSeesTheSameCounts: the exported series carry the counts
+// Snapshot reports.
+func TestPrometheusSeesTheSameCounts(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	record(m)
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body := rec.Body.String()
+	for _, series := range []string{
+		`signer_requests_total{op="keygen",outcome="accepted"} 1`,
+		`signer_requests_total{op="reshare",outcome="accepted"} 1`,
+		`signer_requests_total{op="sign",outcome="accepted"} 1`,
+		`signer_requests_total{op="keygen",outcome="dropped_unauthenticated"} 1`,
+		`signer_requests_total{op="sign",outcome="dropped_unauthenticated"} 1`,
+		`signer_requests_total{op="unknown",outcome="dropped_subject"} 1`,
+		`signer_requests_total{op="sign",outcome="dropped_malformed"} 1`,
+		`signer_requests_total{op="sign",outcome="EXPIRED"} 1`,
+		`signer_requests_finished_total{op="sign",outcome="success"} 1`,
+		`signer_requests_finished_total{op="keygen",outcome="NODES_NOT_READY"} 1`,
+		`signer_requests_finished_total{op="reshare",outcome="not_participant"} 1`,
+		`signer_round_messages_dropped_total{reason="bad_signature"} 2`,
+		`signer_round_messages_dropped_total{reason="replay"} 1`,
+	} {
+		if !slices.Contains(strings.Split(body, "\n"), series) {
+			t.Errorf("no series %s in\n%s", series, body)
+		}
+	}
+}
