@@ -28,6 +28,7 @@ import (
 	"filippo.io/age"
 
 	"github.com/hwsigner/signer/hsm"
+	"github.com/hwsigner/signer/internal/secret"
 	"github.com/hwsigner/signer/signer/store"
 )
 
@@ -133,7 +134,7 @@ func writeShare(ctx context.Context, sealer *hsm.Sealer, st *store.Store, nodeID
 	if err != nil {
 		return fmt.Errorf("backup: open %s with the node's hardware: %w", what, err)
 	}
-	defer hsm.Zero(pt)
+	defer secret.Zero(pt)
 	if err := writeChunk(w, nil, pt); err != nil {
 		return fmt.Errorf("backup: %s: %w", what, err)
 	}
@@ -345,7 +346,7 @@ func readAndSeal(ctx context.Context, sealer *hsm.Sealer, r io.Reader, nodeID st
 	if err != nil {
 		return nil, corrupt("read "+what, err)
 	}
-	defer hsm.Zero(pt)
+	defer secret.Zero(pt)
 	sealed, err := sealer.Seal(ctx, pt, ShareBinding(nodeID, m))
 	if err != nil {
 		if errors.Is(err, hsm.ErrKeyNotFound) {
@@ -369,7 +370,7 @@ func readChunk(r io.Reader, limit int) ([]byte, error) {
 	}
 	buf := make([]byte, n)
 	if _, err := io.ReadFull(r, buf); err != nil {
-		hsm.Zero(buf)
+		secret.Zero(buf)
 		return nil, err
 	}
 	return buf, nil

@@ -78,6 +78,10 @@ func (ed25519Scheme) Reshare(ctx context.Context, s ReshareSession, old []byte, 
 	return encodeShare(res)
 }
 
+func (ed25519Scheme) ShareKey(share []byte) (*big.Int, error) {
+	return shareKey(share)
+}
+
 func (ed25519Scheme) FillPublicKey(res *protocol.Result, pub []byte) {
 	res.EdDSAPubKey = hex.EncodeToString(pub)
 }

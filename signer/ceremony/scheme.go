@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/big"
 
 	ecdsakeygen "github.com/bnb-chain/tss-lib/v3/ecdsa/keygen"
 
@@ -36,6 +37,10 @@ type Scheme interface {
 	// FillPublicKey sets a keygen result's public key field for the key
 	// type to pub.
 	FillPublicKey(res *protocol.Result, pub []byte)
+	// ShareKey returns the party key a share is held at (its Shamir
+	// x-coordinate: PartyKey or AltPartyKey of the node), which a reshare
+	// announces; a share that does not decode fails with ErrBadShare.
+	ShareKey(share []byte) (*big.Int, error)
 }
 
 // Options carries what only some schemes need.
@@ -80,6 +85,19 @@ func encodeShare[K any](k *K) ([]byte, error) {
 		return nil, fmt.Errorf("encode share: %w", err)
 	}
 	return b, nil
+}
+
+// shareKey reads only the ShareID of a tss-lib save data's JSON encoding
+// (both schemes keep it under that name), so that no secret part of the
+// share is decoded.
+func shareKey(b []byte) (*big.Int, error) {
+	var ids struct {
+		ShareID *big.Int `json:"ShareID"`
+	}
+	if err := json.Unmarshal(b, &ids); err != nil || ids.ShareID == nil {
+		return nil, ErrBadShare
+	}
+	return ids.ShareID, nil
 }
 
 // decodeShare decodes a share's plaintext. The decoder's error is not

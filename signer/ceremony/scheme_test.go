@@ -177,6 +177,11 @@ func TestSchemeRefusesBadInput(t *testing.T) {
 		if _, err := scheme(t, kt).Reshare(context.Background(), rs, []byte("{"), ceremony.Options{}, nil); !errors.Is(err, ceremony.ErrBadShare) {
 			t.Fatalf("%s Reshare from a bad share: %v, want ErrBadShare", kt, err)
 		}
+		for _, bad := range [][]byte{[]byte("{"), noShare} {
+			if _, err := scheme(t, kt).ShareKey(bad); !errors.Is(err, ceremony.ErrBadShare) {
+				t.Fatalf("%s ShareKey(%.20q): %v, want ErrBadShare", kt, bad, err)
+			}
+		}
 	}
 }
 
@@ -286,7 +291,11 @@ func TestEd25519SchemeThroughBytes(t *testing.T) {
 	for i, id := range ids {
 		var k eddsakeygen.LocalPartySaveData
 		_ = json.Unmarshal(kg[i].share, &k)
-		keys[id] = k.ShareID
+		got, err := sc.ShareKey(kg[i].share)
+		if err != nil || got.Cmp(k.ShareID) != 0 || got.Cmp(ceremony.PartyKey(id)) != 0 {
+			t.Fatalf("ShareKey of %s: %v %v, want its ShareID %v (its party key)", id, got, err, k.ShareID)
+		}
+		keys[id] = got
 	}
 	all := nodes(4)
 	newC := all[1:]

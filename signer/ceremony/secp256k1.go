@@ -84,6 +84,10 @@ func (secp256k1Scheme) Reshare(ctx context.Context, s ReshareSession, old []byte
 	return encodeShare(res)
 }
 
+func (secp256k1Scheme) ShareKey(share []byte) (*big.Int, error) {
+	return shareKey(share)
+}
+
 func (secp256k1Scheme) FillPublicKey(res *protocol.Result, pub []byte) {
 	res.ECDSAPubKey = hex.EncodeToString(pub)
 }

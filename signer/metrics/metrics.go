@@ -32,6 +32,11 @@ const (
 // other outcome of Finished is a failure.
 const OutcomeSuccess = "success"
 
+// OutcomeNotParticipant is the outcome of an accepted request this node
+// stayed out of (a signer not chosen, a reshare outside both committees):
+// neither a success nor a failure.
+const OutcomeNotParticipant = "not_participant"
+
 // Metrics of one node.
 type Metrics struct {
 	accepted, rejected, unauthenticated atomic.Int64
@@ -61,9 +66,8 @@ type Snapshot struct {
 	Rejected         int64 // requests answered with an error before processing, or dropped (bad subject, malformed)
 	InvalidSignature int64 // requests dropped: unknown client key or bad signature
 	Succeeded        int64 // accepted requests whose result is a success
-	// Failed counts every other accepted request that finished, including
-	// those this node stayed out of (a signer not chosen, a reshare outside
-	// both committees).
+	// Failed counts accepted requests whose result is an error; requests
+	// this node stayed out of (OutcomeNotParticipant) count as neither.
 	Failed int64
 	Drops  map[string]int64 // round messages dropped before tss-lib, by reason
 }
@@ -174,14 +178,17 @@ func (m *Metrics) Request(op, outcome string) {
 }
 
 // Finished counts an accepted request that finished: OutcomeSuccess as a
-// success, any other outcome as a failure.
+// success, OutcomeNotParticipant as neither, any other outcome (an error
+// code) as a failure.
 func (m *Metrics) Finished(op, outcome string) {
 	if m == nil {
 		return
 	}
-	if outcome == OutcomeSuccess {
+	switch outcome {
+	case OutcomeSuccess:
 		m.succeeded.Add(1)
-	} else {
+	case OutcomeNotParticipant:
+	default:
 		m.failed.Add(1)
 	}
 	if m.prom != nil {

@@ -24,7 +24,7 @@ func record(m *Metrics) {
 	m.Request("reshare", OutcomeAccepted)
 	m.Finished("sign", OutcomeSuccess)
 	m.Finished("keygen", "NODES_NOT_READY")
-	m.Finished("reshare", "not_participant")
+	m.Finished("reshare", OutcomeNotParticipant) // neither a success nor a failure
 	m.Dropped("bad_signature")
 	m.Dropped("bad_signature")
 	m.Dropped("replay")
@@ -36,7 +36,7 @@ func TestSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Snapshot{Accepted: 3, Rejected: 3, InvalidSignature: 2, Succeeded: 1, Failed: 2,
+	want := Snapshot{Accepted: 3, Rejected: 3, InvalidSignature: 2, Succeeded: 1, Failed: 1,
 		Drops: map[string]int64{"bad_signature": 2, "replay": 1}}
 	for _, tc := range []struct {
 		name string

@@ -95,47 +95,32 @@ func (n *Node) handle(ctx context.Context, m jetstream.Msg) {
 		return
 	}
 	n.m.Request(op, metrics.OutcomeAccepted)
+	var out outcome
 	switch r := req.(type) {
 	case *protocol.KeygenRequest:
-		n.keygen(ctx, r, res)
+		out = n.keygen(ctx, r)
 	case *protocol.SigningRequest:
-		if n.leftCommittee(r.WalletID, r.KeyType) {
-			res = nil // a reshare moved this key elsewhere: stay out
-			break
-		}
-		n.sign(ctx, r, res)
+		out = n.sign(ctx, r)
 	case *protocol.ReshareRequest:
-		n.reshare(ctx, r, res)
+		out = n.reshare(ctx, r)
 	default:
-		res.SetError(protocol.CodeBadRequest, "operation "+op+" is not supported by this node yet")
+		out = failed(res, protocol.CodeBadRequest, "operation "+op+" is not supported by this node yet")
 	}
-	if res == nil {
-		_ = n.st.JournalFinish(env.RequestID, "done", "not_participant")
+	n.m.Finished(op, out.label())
+	if out.kind == outcomeNotParticipant {
+		if err := n.st.JournalFinish(env.RequestID, "done", metrics.OutcomeNotParticipant); err != nil {
+			n.log.Error("journal finish failed", "request_id", env.RequestID, "err", err)
+		}
 		return
 	}
 	state := "done"
-	if !res.Succeeded() {
+	if out.kind == outcomeFailed {
 		state = "failed"
 	}
-	n.m.Finished(op, finishOutcome(res))
-	if err := n.st.JournalFinish(env.RequestID, state, res.ErrorCode); err != nil {
+	if err := n.st.JournalFinish(env.RequestID, state, out.res.ErrorCode); err != nil {
 		n.log.Error("journal finish failed", "request_id", env.RequestID, "err", err)
 	}
-	if res.ResultType != "" {
-		n.publish(ctx, res)
-	}
-}
-
-// finishOutcome is the outcome Finished counts res under.
-func finishOutcome(res *protocol.Result) string {
-	switch {
-	case res.Succeeded():
-		return metrics.OutcomeSuccess
-	case res.ResultType == "":
-		return "not_participant"
-	default:
-		return res.ErrorCode
-	}
+	n.publish(ctx, out.res)
 }
 
 func (n *Node) reject(ctx context.Context, res *protocol.Result, why string) {

@@ -18,7 +18,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	ecdsakeygen "github.com/bnb-chain/tss-lib/v3/ecdsa/keygen"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -26,7 +25,7 @@ import (
 	"github.com/hwsigner/signer/policy"
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/routing"
-	"github.com/hwsigner/signer/signer/committee"
+	"github.com/hwsigner/signer/signer/ceremony"
 	"github.com/hwsigner/signer/signer/config"
 	"github.com/hwsigner/signer/signer/metrics"
 	"github.com/hwsigner/signer/signer/store"
@@ -55,7 +54,7 @@ type Config struct {
 	// TestPreParams, when set, replaces the sealed pre-params pool with a
 	// public fixture set. Only tests and `signerd dev --test-preparams` set
 	// it; the config file cannot.
-	TestPreParams []*ecdsakeygen.LocalPreParams
+	TestPreParams []*ceremony.PreParams
 
 	// HandshakeTimeout bounds a session's start: every chosen peer must
 	// answer within it, or the request fails with NODES_NOT_READY (a peer
@@ -294,23 +293,6 @@ func (n *Node) awaitKeygen(ctx context.Context, wallet string) bool {
 
 func (n *Node) readyNodes(context.Context) map[string]bool {
 	return n.ready.view()
-}
-
-// ruleFailure sets the result of a request that breaks a committee rule:
-// the rule's code, and the error's message.
-func ruleFailure(res *protocol.Result, err error) {
-	code := protocol.CodeInternal
-	switch {
-	case errors.Is(err, committee.ErrNotMember):
-		code = protocol.CodeBadRequest
-	case errors.Is(err, committee.ErrNotReady):
-		code = protocol.CodeNodesNotReady
-	case errors.Is(err, committee.ErrNoHolder):
-		code = protocol.CodeUnknownWallet
-	case errors.Is(err, committee.ErrHoldersDiffer):
-		code = protocol.CodeCeremonyFailed
-	}
-	res.SetError(code, err.Error())
 }
 
 func sessionID(parts ...string) string {

@@ -8,10 +8,12 @@ import (
 	"time"
 
 	"github.com/hwsigner/signer/hsm"
+	"github.com/hwsigner/signer/internal/secret"
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/protocol/hd"
 	"github.com/hwsigner/signer/signer/ceremony"
 	"github.com/hwsigner/signer/signer/committee"
+	"github.com/hwsigner/signer/signer/metrics"
 	"github.com/hwsigner/signer/signer/store"
 	"github.com/hwsigner/signer/signer/transport"
 )
@@ -20,55 +22,34 @@ func shareBinding(node, wallet, keyType string, epoch uint64) hsm.Binding {
 	return hsm.Binding{NodeID: node, Purpose: "share", WalletID: wallet, KeyType: keyType, Epoch: epoch}
 }
 
-// failure maps an error to a stable code.
-func failure(ctx context.Context, res *protocol.Result, err error) {
-	switch {
-	case errors.Is(err, transport.ErrNotReady) && ctx.Err() == nil:
-		res.SetError(protocol.CodeNodesNotReady, "a chosen signer did not join in time (it may have just stopped); retry the request: "+err.Error())
-	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
-		res.SetError(protocol.CodeTimeout, "session deadline passed: "+err.Error())
-	case errors.Is(err, hsm.ErrBackendFailure), errors.Is(err, hsm.ErrTampered), errors.Is(err, hsm.ErrKeyNotFound):
-		res.SetError(protocol.CodeHSMFailure, err.Error())
-	case errors.Is(err, transport.ErrPartiesDiffer):
-		res.SetError(protocol.CodeNodesNotReady, "the nodes disagreed on which of them are ready (one just stopped or started); retry the request: "+err.Error())
-	case errors.Is(err, ceremony.ErrParty):
-		res.SetError(protocol.CodeCeremonyFailed, err.Error())
-	default:
-		res.SetError(protocol.CodeInternal, err.Error())
-	}
-}
-
-func (n *Node) keygen(ctx context.Context, r *protocol.KeygenRequest, res *protocol.Result) {
+// keygen runs keygen for each of the request's key types on the whole
+// committee.
+func (n *Node) keygen(ctx context.Context, r *protocol.KeygenRequest) outcome {
+	res := protocol.NewResult(r)
 	for _, kt := range r.EffectiveKeyTypes() {
 		if _, _, err := n.st.Share(r.WalletID, kt); err == nil {
-			res.SetError(protocol.CodeWalletExists, fmt.Sprintf("wallet %s already has a %s key", r.WalletID, kt))
-			return
+			return failed(res, protocol.CodeWalletExists, fmt.Sprintf("wallet %s already has a %s key", r.WalletID, kt))
 		}
 	}
 	if err := committee.Keygen(n.cfg.Committee, n.readyNodes(ctx)); err != nil {
-		ruleFailure(res, err)
-		return
+		return brokeRule(res, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.KeygenTimeout)
 	defer cancel()
 	for _, kt := range r.EffectiveKeyTypes() {
 		sc, err := ceremony.SchemeFor(kt)
 		if err != nil {
-			res.SetError(protocol.CodeBadRequest, err.Error())
-			return
+			return failed(res, protocol.CodeBadRequest, err.Error())
 		}
 		sid := sessionID("keygen", r.RequestID, kt)
 		pub, err := n.keygenOne(ctx, sid, r, sc)
 		if err != nil {
 			n.log.Warn("keygen failed", "wallet", r.WalletID, "key_type", kt, "err", err)
-			failure(ctx, res, err)
-			if errors.Is(err, errNoPreParams) {
-				res.SetError(protocol.CodeNoPreparams, err.Error())
-			}
-			return
+			return failedBy(ctx, res, err)
 		}
 		sc.FillPublicKey(res, pub)
 	}
+	return succeeded(res)
 }
 
 func (n *Node) keygenOne(ctx context.Context, sid string, r *protocol.KeygenRequest, sc ceremony.Scheme) (_ []byte, err error) {
@@ -76,12 +57,11 @@ func (n *Node) keygenOne(ctx context.Context, sid string, r *protocol.KeygenRequ
 	done := n.m.SessionStarted(protocol.OpKeygen, kt)
 	defer func() {
 		if err != nil {
-			res := &protocol.Result{}
-			failure(ctx, res, err)
-			done(res.ErrorCode)
+			code, _ := errorCode(ctx, err)
+			done(code)
 			return
 		}
-		done("success")
+		done(metrics.OutcomeSuccess)
 	}()
 	var opts ceremony.Options
 	if sc.NeedsPreParams() {
@@ -99,7 +79,7 @@ func (n *Node) keygenOne(ctx context.Context, sid string, r *protocol.KeygenRequ
 	if err != nil {
 		return nil, err
 	}
-	defer hsm.Zero(pt)
+	defer secret.Zero(pt)
 	sealed, err := n.sealer.Seal(ctx, pt, shareBinding(n.cfg.NodeID, r.WalletID, kt, 1))
 	if err != nil {
 		return nil, err
@@ -118,84 +98,73 @@ func (n *Node) keygenOne(ctx context.Context, sid string, r *protocol.KeygenRequ
 	return pub, nil
 }
 
-// sign runs a signing ceremony if this node is one of the t+1 chosen signers.
-// It returns with res.ResultType empty when the node stays out.
-func (n *Node) sign(ctx context.Context, r *protocol.SigningRequest, res *protocol.Result) {
+// sign runs a signing ceremony if this node is one of the t+1 chosen
+// signers, and stays out otherwise.
+func (n *Node) sign(ctx context.Context, r *protocol.SigningRequest) outcome {
+	res := protocol.NewResult(r)
+	if n.leftCommittee(r.WalletID, r.KeyType) {
+		return notParticipant() // a reshare moved this key elsewhere
+	}
 	meta, sealed, err := n.st.Share(r.WalletID, r.KeyType)
 	if errors.Is(err, store.ErrNotFound) && n.awaitKeygen(ctx, r.WalletID) {
 		meta, sealed, err = n.st.Share(r.WalletID, r.KeyType)
 	}
 	if errors.Is(err, store.ErrNotFound) {
-		res.SetError(protocol.CodeUnknownWallet, fmt.Sprintf("no %s key for wallet %s", r.KeyType, r.WalletID))
-		return
+		return failed(res, protocol.CodeUnknownWallet, fmt.Sprintf("no %s key for wallet %s", r.KeyType, r.WalletID))
 	}
 	if err != nil {
-		res.SetError(protocol.CodeInternal, "store: "+err.Error())
-		return
+		return failed(res, protocol.CodeInternal, "store: "+err.Error())
+	}
+	sc, err := ceremony.SchemeFor(r.KeyType)
+	if err != nil {
+		return failed(res, protocol.CodeBadRequest, err.Error())
 	}
 	deriv, err := deriveChild(meta, r.DerivationPath)
 	if err != nil {
-		res.SetError(protocol.CodeBadRequest, err.Error())
-		return
+		return failed(res, protocol.CodeBadRequest, err.Error())
 	}
 	ready := n.readyNodes(ctx)
 	signers, err := committee.Signers(r.RequestID, meta.Committee, ready, meta.Threshold)
 	n.log.Debug("signers chosen", "request_id", r.RequestID, "signers", signers, "ready", ready)
 	if err != nil {
-		ruleFailure(res, err)
-		return
+		return brokeRule(res, err)
 	}
 	if !slices.Contains(signers, n.cfg.NodeID) {
-		res.ResultType = "" // not chosen: stay out, publish nothing
 		n.observe(ctx, sessionID("sign", r.RequestID), signers)
-		return
+		return notParticipant()
 	}
 	done := n.m.SessionStarted(protocol.OpSign, r.KeyType)
-	defer func() {
-		if res.Succeeded() {
-			done("success")
-		} else {
-			done(res.ErrorCode)
-		}
-	}()
+	out := n.signAs(ctx, r, res, sc, meta, sealed, deriv, signers)
+	done(out.label())
+	return out
+}
+
+// signAs runs this chosen signer's side of the signing ceremony.
+func (n *Node) signAs(ctx context.Context, r *protocol.SigningRequest, res *protocol.Result, sc ceremony.Scheme,
+	meta store.WalletMeta, sealed []byte, deriv *ceremony.Derivation, signers []string) outcome {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.SignTimeout)
 	defer cancel()
 	pt, err := n.sealer.Open(ctx, sealed, shareBinding(n.cfg.NodeID, r.WalletID, r.KeyType, meta.Epoch))
 	if err != nil {
-		failure(ctx, res, err)
-		return
+		return failedBy(ctx, res, err)
 	}
-	defer hsm.Zero(pt)
+	defer secret.Zero(pt)
 	sid := sessionID("sign", r.RequestID)
 	tr, err := n.openSession(ctx, sid, signers)
 	if err != nil {
-		failure(ctx, res, err)
-		return
+		return failedBy(ctx, res, err)
 	}
 	defer tr.Close()
 	s := ceremony.Session{ID: sid, Self: n.cfg.NodeID, Parties: signers, Threshold: meta.Threshold}
-	sc, err := ceremony.SchemeFor(r.KeyType)
-	if err != nil {
-		res.SetError(protocol.CodeBadRequest, err.Error())
-		return
-	}
 	sig, err := sc.Sign(ctx, s, pt, r.Tx, deriv, tr)
-	switch {
-	case errors.Is(err, ceremony.ErrBadShare):
-		res.SetError(protocol.CodeHSMFailure, "sealed share does not decode")
-		return
-	case errors.Is(err, ceremony.ErrDerivation):
-		res.SetError(protocol.CodeInternal, err.Error())
-		return
-	case err != nil:
-		failure(ctx, res, err)
-		return
+	if err != nil {
+		return failedBy(ctx, res, err)
 	}
 	if err := sig.Fill(res); err != nil {
-		res.SetError(protocol.CodeInternal, err.Error())
-		return
+		return failed(res, protocol.CodeInternal, err.Error())
 	}
 	setChildPubKey(res, deriv)
+	return succeeded(res)
 }
 
 // observe listens, for a short while, on a session this node was not chosen

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hwsigner/signer/hsm"
+	"github.com/hwsigner/signer/internal/secret"
 	"github.com/hwsigner/signer/signer/ceremony"
 	"github.com/hwsigner/signer/signer/preparams"
 	"github.com/hwsigner/signer/signer/store"
@@ -40,7 +41,7 @@ func (n *Node) takePreParams(ctx context.Context) (*ceremony.PreParams, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer hsm.Zero(pt)
+	defer secret.Zero(pt)
 	return preparams.Unmarshal(pt)
 }
 
@@ -85,7 +86,7 @@ func AddPreParams(ctx context.Context, s *hsm.Sealer, st *store.Store, nodeID st
 	if err != nil {
 		return err
 	}
-	defer hsm.Zero(pt)
+	defer secret.Zero(pt)
 	id, err := st.NextPoolID()
 	if err != nil {
 		return err

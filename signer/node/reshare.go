@@ -10,7 +10,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/hwsigner/signer/hsm"
+	"github.com/hwsigner/signer/internal/secret"
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/signer/ceremony"
 	"github.com/hwsigner/signer/signer/committee"
@@ -40,77 +40,63 @@ import (
 // The request's new_threshold is tss-lib's t: t+1 of the new committee
 // sign (signerd's and signerctl's --threshold is t+1).
 
-// reshare runs one resharing request. res.ResultType is left empty when this
-// node is in neither committee.
-func (n *Node) reshare(ctx context.Context, r *protocol.ReshareRequest, res *protocol.Result) {
-	kt := r.KeyType
+// reshare runs one resharing request; a node in neither committee stays
+// out once the announcements are in.
+func (n *Node) reshare(ctx context.Context, r *protocol.ReshareRequest) outcome {
+	res := protocol.NewResult(r)
 	parts, err := committee.ReshareParticipants(n.cfg.Committee, n.cfg.NodeID, n.readyNodes(ctx), r.NodeIDs)
 	if err != nil {
-		ruleFailure(res, err)
-		return
+		return brokeRule(res, err)
 	}
-	done := n.m.SessionStarted(protocol.OpReshare, kt)
-	defer func() {
-		switch {
-		case res.ResultType == "":
-			done("not_participant")
-		case res.Succeeded():
-			done("success")
-		default:
-			done(res.ErrorCode)
-		}
-	}()
+	done := n.m.SessionStarted(protocol.OpReshare, r.KeyType)
+	out := n.reshareWith(ctx, r, res, parts)
+	done(out.label())
+	return out
+}
+
+// reshareWith runs the reshare among parts, every ready cluster member.
+func (n *Node) reshareWith(ctx context.Context, r *protocol.ReshareRequest, res *protocol.Result, parts []string) outcome {
+	kt := r.KeyType
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.KeygenTimeout)
 	defer cancel()
 
+	sc, err := ceremony.SchemeFor(kt)
+	if err != nil {
+		return failed(res, protocol.CodeBadRequest, err.Error())
+	}
 	// What this node holds.
 	meta, sealed, err := n.st.Share(r.WalletID, kt)
 	holds := err == nil
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		res.SetError(protocol.CodeInternal, "store: "+err.Error())
-		return
+		return failed(res, protocol.CodeInternal, "store: "+err.Error())
 	}
 	var plain []byte
 	var mine committee.Holding
 	if holds {
 		plain, err = n.sealer.Open(ctx, sealed, shareBinding(n.cfg.NodeID, r.WalletID, kt, meta.Epoch))
 		if err != nil {
-			failure(ctx, res, err)
-			return
+			return failedBy(ctx, res, err)
 		}
-		defer hsm.Zero(plain)
-		var ids struct {
-			ShareID *big.Int `json:"ShareID"`
-		}
-		if err := json.Unmarshal(plain, &ids); err != nil || ids.ShareID == nil {
-			res.SetError(protocol.CodeHSMFailure, "sealed share does not decode")
-			return
+		defer secret.Zero(plain)
+		key, err := sc.ShareKey(plain)
+		if err != nil {
+			return failedBy(ctx, res, err)
 		}
 		mine = committee.Holding{Holds: true, Epoch: meta.Epoch, Committee: meta.Committee, Threshold: meta.Threshold,
-			PubKey: hex.EncodeToString(meta.PubKey), ShareKey: ids.ShareID.Text(16)}
+			PubKey: hex.EncodeToString(meta.PubKey), ShareKey: key.Text(16)}
 	}
 	isNew := slices.Contains(r.NodeIDs, n.cfg.NodeID)
-	sc, err := ceremony.SchemeFor(kt)
-	if err != nil {
-		res.SetError(protocol.CodeBadRequest, err.Error())
-		return
-	}
 	var opts ceremony.Options
 	if isNew && sc.NeedsPreParams() {
 		if opts.PreParams, err = n.takePreParams(ctx); err != nil {
-			failure(ctx, res, err)
-			if errors.Is(err, errNoPreParams) {
-				res.SetError(protocol.CodeNoPreparams, err.Error())
-			}
-			return
+			return failedBy(ctx, res, err)
 		}
 	}
 
 	sid := sessionID("reshare", r.RequestID, kt)
 	tr, err := n.openSession(ctx, sid, parts)
 	if err != nil {
-		failure(ctx, res, err)
-		return
+		return failedBy(ctx, res, err)
 	}
 	defer tr.Close()
 	mctx, mcancel := context.WithCancel(ctx)
@@ -121,18 +107,15 @@ func (n *Node) reshare(ctx context.Context, r *protocol.ReshareRequest, res *pro
 	// 2. Announcements.
 	metas, err := mux.Exchange(ctx, mine, parts)
 	if err != nil {
-		failure(ctx, res, err)
-		return
+		return failedBy(ctx, res, err)
 	}
 	agreed, err := committee.PlanReshare(metas, kt, r.WalletID)
 	if err != nil {
-		ruleFailure(res, err)
-		return
+		return brokeRule(res, err)
 	}
 	plan := &reshareMeta{old: agreed.Old, keys: agreed.Keys, oldT: agreed.OldThreshold, epoch: agreed.Epoch, pub: agreed.PubKey}
 	if !holds && !isNew {
-		res.ResultType = "" // in neither committee: stay out
-		return
+		return notParticipant() // in neither committee
 	}
 	n.log.Info("reshare starting", "wallet", r.WalletID, "key_type", kt, "old", plan.old, "old_threshold", plan.oldT,
 		"new", r.NodeIDs, "new_threshold", r.NewThreshold, "epoch", plan.epoch+1)
@@ -144,54 +127,48 @@ func (n *Node) reshare(ctx context.Context, r *protocol.ReshareRequest, res *pro
 		New: r.NodeIDs, NewThreshold: r.NewThreshold, PubKey: plan.pub}
 	share, err := sc.Reshare(cctx, s, plain, opts, mux)
 	if errors.Is(err, ceremony.ErrBadShare) {
-		res.SetError(protocol.CodeHSMFailure, "sealed share does not decode")
 		giveUp("share does not decode")
-		return
+		return failed(res, protocol.CodeHSMFailure, "sealed share does not decode")
 	}
 	if err != nil {
-		n.reshareFailed(ctx, res, err, giveUp)
-		return
+		return n.reshareFailed(ctx, res, err, giveUp)
 	}
-	defer hsm.Zero(share)
+	defer secret.Zero(share)
 
 	// 4. Seal pending, confirm, then switch epochs.
 	newEpoch := plan.epoch + 1
 	if isNew {
 		if err := n.sealPending(ctx, r, plan, newEpoch, share); err != nil {
-			n.reshareFailed(ctx, res, err, giveUp)
-			return
+			return n.reshareFailed(ctx, res, err, giveUp)
 		}
 		if err := mux.AnnounceSealed(ctx, plan.pub); err != nil {
-			n.reshareFailed(ctx, res, err, giveUp)
-			return
+			return n.reshareFailed(ctx, res, err, giveUp)
 		}
 	}
 	if err := mux.AwaitSealed(cctx, r.NodeIDs); err != nil {
 		// Our pending share (if any) stays pending; the old one stays active.
-		n.reshareFailed(ctx, res, err, giveUp)
-		return
+		return n.reshareFailed(ctx, res, err, giveUp)
 	}
 	if err := n.switchEpoch(ctx, r, plan, newEpoch, isNew); err != nil {
 		n.log.Error("reshare confirmed but the store could not switch epochs", "wallet", r.WalletID, "key_type", kt, "err", err)
-		res.SetError(protocol.CodeInternal, "store: "+err.Error())
-		return
+		return failed(res, protocol.CodeInternal, "store: "+err.Error())
 	}
 	res.PubKey = hex.EncodeToString(plan.pub)
 	res.NewThreshold = r.NewThreshold
 	n.log.Info("reshare done", "wallet", r.WalletID, "key_type", kt, "epoch", newEpoch, "member", isNew)
+	return succeeded(res)
 }
 
 // reshareFailed tells the peers this node gave up and sets the result: a
 // peer's failure (or the ceremony cancelled because of it) is
-// CEREMONY_FAILED, anything else is mapped by failure.
-func (n *Node) reshareFailed(ctx context.Context, res *protocol.Result, err error, giveUp func(string)) {
+// CEREMONY_FAILED, anything else is mapped by errorCode.
+func (n *Node) reshareFailed(ctx context.Context, res *protocol.Result, err error, giveUp func(string)) outcome {
 	n.log.Warn("reshare failed", "request_id", res.RequestID, "err", err)
 	giveUp(err.Error())
 	if errors.Is(err, reshare.ErrPeerFailed) || (errors.Is(err, context.Canceled) && ctx.Err() == nil) {
-		res.SetError(protocol.CodeCeremonyFailed, "another participant failed: "+err.Error())
-		return
+		return failed(res, protocol.CodeCeremonyFailed, "another participant failed: "+err.Error())
 	}
-	failure(ctx, res, err)
+	return failedBy(ctx, res, err)
 }
 
 // reshareMeta is the node's copy of the committee.Plan the old parties agreed
