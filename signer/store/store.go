@@ -143,9 +143,33 @@ type Record struct {
 	Sealed []byte     `json:"sealed"`
 }
 
-// metaOnly decodes a record's metadata and skips its sealed value.
-type metaOnly struct {
-	Meta WalletMeta `json:"meta"`
+// decodeMeta reads a record's metadata and stops there, so the sealed value
+// after it (tens of kilobytes for an ECDSA share) is not scanned: a damaged
+// sealed value shows when the record is read whole. Records are written
+// with "meta" first; keys before it, if any, are skipped.
+func decodeMeta(v []byte) (WalletMeta, error) {
+	d := json.NewDecoder(bytes.NewReader(v))
+	if t, err := d.Token(); err != nil || t != json.Delim('{') {
+		return WalletMeta{}, fmt.Errorf("%w: share record is not a JSON object", ErrDamaged)
+	}
+	for d.More() {
+		t, err := d.Token()
+		if err != nil {
+			return WalletMeta{}, fmt.Errorf("%w: share record: %v", ErrDamaged, err)
+		}
+		if key, _ := t.(string); strings.EqualFold(key, "meta") {
+			var m WalletMeta
+			if err := d.Decode(&m); err != nil {
+				return WalletMeta{}, fmt.Errorf("%w: share record: %v", ErrDamaged, err)
+			}
+			return m, nil
+		}
+		var skip json.RawMessage
+		if err := d.Decode(&skip); err != nil {
+			return WalletMeta{}, fmt.Errorf("%w: share record: %v", ErrDamaged, err)
+		}
+	}
+	return WalletMeta{}, fmt.Errorf("%w: share record without metadata", ErrDamaged)
 }
 
 func shareKey(walletID, keyType string, epoch uint64) []byte {
@@ -255,26 +279,25 @@ func (s *Store) Share(walletID, keyType string) (WalletMeta, []byte, error) {
 
 // Newest returns the metadata of a wallet's newest record of a key type,
 // whatever its status (active, pending or retired). It reads that one
-// record only.
+// record's metadata only.
 func (s *Store) Newest(walletID, keyType string) (WalletMeta, error) {
 	if err := validID(walletID, keyType); err != nil {
 		return WalletMeta{}, err
 	}
-	var r metaOnly
+	var m WalletMeta
 	err := s.db.View(func(tx *bolt.Tx) error {
 		k, v := lastUnder(tx.Bucket(bShares).Cursor(), sharePrefix(walletID, keyType))
 		if k == nil {
 			return fmt.Errorf("%w: wallet %s key type %s", ErrNotFound, walletID, keyType)
 		}
-		if err := json.Unmarshal(v, &r); err != nil {
-			return fmt.Errorf("%w: share record: %v", ErrDamaged, err)
-		}
-		return nil
+		var err error
+		m, err = decodeMeta(v)
+		return err
 	})
 	if err != nil {
 		return WalletMeta{}, err
 	}
-	return r.Meta, nil
+	return m, nil
 }
 
 // ShareAt returns one epoch's share.
@@ -376,12 +399,12 @@ func (s *Store) SwitchEpoch(walletID, keyType string, epoch uint64, retired *Rec
 		switch {
 		case retired != nil:
 			if v != nil {
-				var r metaOnly
-				if err := json.Unmarshal(v, &r); err != nil {
-					return fmt.Errorf("%w: share record: %v", ErrDamaged, err)
+				m, err := decodeMeta(v)
+				if err != nil {
+					return err
 				}
-				if r.Meta.Status != StatusPending {
-					return fmt.Errorf("%w: wallet %s %s epoch %d is %s", ErrExists, walletID, keyType, epoch, r.Meta.Status)
+				if m.Status != StatusPending {
+					return fmt.Errorf("%w: wallet %s %s epoch %d is %s", ErrExists, walletID, keyType, epoch, m.Status)
 				}
 			}
 			if err := b.Put(k, retiredVal); err != nil {
@@ -412,11 +435,11 @@ func (s *Store) SwitchEpoch(walletID, keyType string, epoch uint64, retired *Rec
 		var older [][]byte
 		c := b.Cursor()
 		p := sharePrefix(walletID, keyType)
-		for ok, _ := c.Seek(p); ok != nil && bytes.Compare(ok, k) < 0; ok, _ = c.Next() {
-			older = append(older, slices.Clone(ok))
+		for ko, _ := c.Seek(p); ko != nil && bytes.Compare(ko, k) < 0; ko, _ = c.Next() {
+			older = append(older, slices.Clone(ko))
 		}
-		for _, ok := range older {
-			if err := b.Delete(ok); err != nil {
+		for _, ko := range older {
+			if err := b.Delete(ko); err != nil {
 				return err
 			}
 		}
@@ -424,17 +447,17 @@ func (s *Store) SwitchEpoch(walletID, keyType string, epoch uint64, retired *Rec
 	})
 }
 
-// Wallets lists the metadata of every share record, in key order (no sealed
-// bytes are decoded).
+// Wallets lists the metadata of every share record, in key order. It reads
+// no sealed value.
 func (s *Store) Wallets() ([]WalletMeta, error) {
 	var out []WalletMeta
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bShares).ForEach(func(_, v []byte) error {
-			var r metaOnly
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("%w: share record: %v", ErrDamaged, err)
+			m, err := decodeMeta(v)
+			if err != nil {
+				return err
 			}
-			out = append(out, r.Meta)
+			out = append(out, m)
 			return nil
 		})
 	})
