@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -154,13 +155,17 @@ running signerd holds the store's lock.`,
 			return output(g, report, func() {
 				fmt.Printf("store %s: %d shares, %d pre-params sets, %d journal entries, %d secrets, %d bytes\n",
 					path, stats.Shares, stats.Pool, stats.Journal, stats.Secrets, stats.FileSize)
-				w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+				// Buffered: tabwriter writes each cell and its padding apart,
+				// a write system call each on a bare os.Stdout.
+				out := bufio.NewWriter(os.Stdout)
+				w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 				fmt.Fprintln(w, "WALLET\tKEY TYPE\tEPOCH\tSTATUS\tTHRESHOLD\tCOMMITTEE\tPUBLIC KEY\tCREATED")
 				for _, m := range wallets {
 					fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%d-of-%d\t%s\t%s\t%s\n", m.WalletID, m.KeyType, m.Epoch, m.Status,
 						config.SignersFromTSS(m.Threshold), len(m.Committee), strings.Join(m.Committee, ","), hex.EncodeToString(m.PubKey), m.CreatedAt.Format(time.RFC3339))
 				}
 				_ = w.Flush()
+				_ = out.Flush()
 			})
 		},
 	}

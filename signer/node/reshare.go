@@ -216,28 +216,14 @@ type retiredMarker struct {
 	SessionID string `json:"session_id"`
 }
 
-// switchEpoch runs once every new member has sealed: a new member activates
-// its pending share; every node deletes its shares of older epochs; an
-// old-only node keeps a retired record (metadata, no share) at the new epoch.
+// switchEpoch runs once every new member has sealed. A new member activates
+// its pending share at epoch; an old-only member seals a retired marker
+// (metadata, no share) for epoch. Either way the store's one SwitchEpoch
+// transaction also deletes the older epochs, so a crash leaves this node
+// with either its old records or its new one.
 func (n *Node) switchEpoch(ctx context.Context, r *protocol.ReshareRequest, plan *reshareMeta, epoch uint64, isNew bool) error {
 	if isNew {
-		if err := n.st.Activate(r.WalletID, r.KeyType, epoch); err != nil {
-			return err
-		}
-	}
-	all, err := n.st.Wallets()
-	if err != nil {
-		return err
-	}
-	for _, m := range all {
-		if m.WalletID == r.WalletID && m.KeyType == r.KeyType && m.Epoch < epoch {
-			if err := n.st.DeleteShare(r.WalletID, r.KeyType, m.Epoch); err != nil {
-				return err
-			}
-		}
-	}
-	if isNew {
-		return nil
+		return n.st.SwitchEpoch(r.WalletID, r.KeyType, epoch, nil)
 	}
 	pt, err := json.Marshal(retiredMarker{Retired: true, SessionID: r.SessionID})
 	if err != nil {
@@ -247,10 +233,10 @@ func (n *Node) switchEpoch(ctx context.Context, r *protocol.ReshareRequest, plan
 	if err != nil {
 		return err
 	}
-	return n.st.PutShare(store.WalletMeta{
+	return n.st.SwitchEpoch(r.WalletID, r.KeyType, epoch, &store.Record{Meta: store.WalletMeta{
 		WalletID: r.WalletID, KeyType: r.KeyType, Epoch: epoch, Committee: slices.Clone(r.NodeIDs), Threshold: r.NewThreshold,
 		PubKey: plan.pub, CreatedAt: time.Now().UTC(), Status: store.StatusRetired, CreatedBy: r.ClientID,
-	}, sealed)
+	}, Sealed: sealed})
 }
 
 // leftCommittee reports whether this node holds no active share of the
@@ -258,35 +244,17 @@ func (n *Node) switchEpoch(ctx context.Context, r *protocol.ReshareRequest, plan
 // it: it then stays out of the wallet's signing sessions instead of
 // answering UNKNOWN_WALLET before the committee's result.
 func (n *Node) leftCommittee(walletID, keyType string) bool {
-	if _, _, err := n.st.Share(walletID, keyType); err == nil {
+	newest, err := n.st.Newest(walletID, keyType)
+	if err != nil || newest.Status != store.StatusRetired || slices.Contains(newest.Committee, n.cfg.NodeID) {
 		return false
 	}
-	all, err := n.st.Wallets()
-	if err != nil {
-		return false
-	}
-	var newest *store.WalletMeta
-	for i, m := range all {
-		if m.WalletID == walletID && m.KeyType == keyType && (newest == nil || m.Epoch > newest.Epoch) {
-			newest = &all[i]
-		}
-	}
-	return newest != nil && newest.Status == store.StatusRetired && !slices.Contains(newest.Committee, n.cfg.NodeID)
+	_, _, err = n.st.Share(walletID, keyType)
+	return err != nil
 }
 
 // WalletMeta returns the metadata of this node's newest record of a wallet's
 // key type (active, pending or retired), for operators and tests.
 func (n *Node) WalletMeta(walletID, keyType string) (store.WalletMeta, bool) {
-	all, err := n.st.Wallets()
-	if err != nil {
-		return store.WalletMeta{}, false
-	}
-	var newest store.WalletMeta
-	found := false
-	for _, m := range all {
-		if m.WalletID == walletID && m.KeyType == keyType && (!found || m.Epoch > newest.Epoch) {
-			newest, found = m, true
-		}
-	}
-	return newest, found
+	m, err := n.st.Newest(walletID, keyType)
+	return m, err == nil
 }

@@ -9,11 +9,13 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -133,9 +135,41 @@ const (
 	StatusRetired = "retired"
 )
 
-type shareRecord struct {
+// Record is one share record as the store keeps it: a share's metadata and
+// its sealed value (for a retired record, a sealed marker instead of a
+// share), written and removed together.
+type Record struct {
 	Meta   WalletMeta `json:"meta"`
 	Sealed []byte     `json:"sealed"`
+}
+
+// decodeMeta reads a record's metadata and stops there, so the sealed value
+// after it (tens of kilobytes for an ECDSA share) is not scanned: a damaged
+// sealed value shows when the record is read whole. Records are written
+// with "meta" first; keys before it, if any, are skipped.
+func decodeMeta(v []byte) (WalletMeta, error) {
+	d := json.NewDecoder(bytes.NewReader(v))
+	if t, err := d.Token(); err != nil || t != json.Delim('{') {
+		return WalletMeta{}, fmt.Errorf("%w: share record is not a JSON object", ErrDamaged)
+	}
+	for d.More() {
+		t, err := d.Token()
+		if err != nil {
+			return WalletMeta{}, fmt.Errorf("%w: share record: %v", ErrDamaged, err)
+		}
+		if key, _ := t.(string); strings.EqualFold(key, "meta") {
+			var m WalletMeta
+			if err := d.Decode(&m); err != nil {
+				return WalletMeta{}, fmt.Errorf("%w: share record: %v", ErrDamaged, err)
+			}
+			return m, nil
+		}
+		var skip json.RawMessage
+		if err := d.Decode(&skip); err != nil {
+			return WalletMeta{}, fmt.Errorf("%w: share record: %v", ErrDamaged, err)
+		}
+	}
+	return WalletMeta{}, fmt.Errorf("%w: share record without metadata", ErrDamaged)
 }
 
 func shareKey(walletID, keyType string, epoch uint64) []byte {
@@ -145,6 +179,22 @@ func shareKey(walletID, keyType string, epoch uint64) []byte {
 
 func sharePrefix(walletID, keyType string) []byte {
 	return []byte(walletID + "\x00" + keyType + "\x00")
+}
+
+// lastUnder moves c to the last key that starts with p, the newest epoch of
+// a wallet's key type, and returns nil when there is none.
+func lastUnder(c *bolt.Cursor, p []byte) (k, v []byte) {
+	// Every key under p is below p with its final \x00 raised to \x01.
+	end := append(slices.Clone(p[:len(p)-1]), 1)
+	if k, _ = c.Seek(end); k == nil {
+		k, v = c.Last()
+	} else {
+		k, v = c.Prev()
+	}
+	if k == nil || !bytes.HasPrefix(k, p) {
+		return nil, nil
+	}
+	return k, v
 }
 
 func validID(ids ...string) error {
@@ -158,42 +208,62 @@ func validID(ids ...string) error {
 
 // PutShare writes a share's metadata and sealed value in one transaction.
 func (s *Store) PutShare(meta WalletMeta, sealed []byte) error {
-	if err := validID(meta.WalletID, meta.KeyType); err != nil {
-		return err
-	}
-	if len(sealed) == 0 {
-		return errors.New("store: empty sealed share")
-	}
-	if meta.Status == "" {
-		meta.Status = StatusActive
-	}
-	rec, err := json.Marshal(shareRecord{Meta: meta, Sealed: sealed})
-	if err != nil {
-		return err
+	return s.PutShares(Record{Meta: meta, Sealed: sealed})
+}
+
+// PutShares writes records in one transaction: all of them or, when one is
+// invalid or its epoch is already stored, none. An empty status is stored
+// as active.
+func (s *Store) PutShares(recs ...Record) error {
+	type kv struct{ k, v []byte }
+	puts := make([]kv, 0, len(recs))
+	for _, r := range recs {
+		if err := validID(r.Meta.WalletID, r.Meta.KeyType); err != nil {
+			return err
+		}
+		if len(r.Sealed) == 0 {
+			return errors.New("store: empty sealed share")
+		}
+		if r.Meta.Status == "" {
+			r.Meta.Status = StatusActive
+		}
+		v, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		puts = append(puts, kv{shareKey(r.Meta.WalletID, r.Meta.KeyType, r.Meta.Epoch), v})
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bShares)
-		k := shareKey(meta.WalletID, meta.KeyType, meta.Epoch)
-		if b.Get(k) != nil {
-			return fmt.Errorf("%w: wallet %s %s epoch %d", ErrExists, meta.WalletID, meta.KeyType, meta.Epoch)
+		for i, p := range puts {
+			if b.Get(p.k) != nil {
+				m := recs[i].Meta
+				return fmt.Errorf("%w: wallet %s %s epoch %d", ErrExists, m.WalletID, m.KeyType, m.Epoch)
+			}
+			if err := b.Put(p.k, p.v); err != nil {
+				return err
+			}
 		}
-		return b.Put(k, rec)
+		return nil
 	})
 }
 
-// Share returns the newest active share of a wallet's key type.
+// Share returns the newest active share of a wallet's key type. It reads
+// that wallet's records from the newest epoch down and stops at the first
+// active one.
 func (s *Store) Share(walletID, keyType string) (WalletMeta, []byte, error) {
-	var rec *shareRecord
+	var rec *Record
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bShares).Cursor()
 		p := sharePrefix(walletID, keyType)
-		for k, v := c.Seek(p); k != nil && strings.HasPrefix(string(k), string(p)); k, v = c.Next() {
-			var r shareRecord
+		for k, v := lastUnder(c, p); k != nil && bytes.HasPrefix(k, p); k, v = c.Prev() {
+			var r Record
 			if err := json.Unmarshal(v, &r); err != nil {
 				return fmt.Errorf("%w: share record: %v", ErrDamaged, err)
 			}
 			if r.Meta.Status == StatusActive {
 				rec = &r
+				return nil
 			}
 		}
 		return nil
@@ -207,9 +277,32 @@ func (s *Store) Share(walletID, keyType string) (WalletMeta, []byte, error) {
 	return rec.Meta, rec.Sealed, nil
 }
 
+// Newest returns the metadata of a wallet's newest record of a key type,
+// whatever its status (active, pending or retired). It reads that one
+// record's metadata only.
+func (s *Store) Newest(walletID, keyType string) (WalletMeta, error) {
+	if err := validID(walletID, keyType); err != nil {
+		return WalletMeta{}, err
+	}
+	var m WalletMeta
+	err := s.db.View(func(tx *bolt.Tx) error {
+		k, v := lastUnder(tx.Bucket(bShares).Cursor(), sharePrefix(walletID, keyType))
+		if k == nil {
+			return fmt.Errorf("%w: wallet %s key type %s", ErrNotFound, walletID, keyType)
+		}
+		var err error
+		m, err = decodeMeta(v)
+		return err
+	})
+	if err != nil {
+		return WalletMeta{}, err
+	}
+	return m, nil
+}
+
 // ShareAt returns one epoch's share.
 func (s *Store) ShareAt(walletID, keyType string, epoch uint64) (WalletMeta, []byte, error) {
-	var r shareRecord
+	var r Record
 	err := s.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bShares).Get(shareKey(walletID, keyType, epoch))
 		if v == nil {
@@ -232,7 +325,7 @@ func (s *Store) Activate(walletID, keyType string, epoch uint64) error {
 		type upd struct{ k, v []byte }
 		var ups []upd
 		for k, v := c.Seek(p); k != nil && strings.HasPrefix(string(k), string(p)); k, v = c.Next() {
-			var r shareRecord
+			var r Record
 			if err := json.Unmarshal(v, &r); err != nil {
 				return err
 			}
@@ -271,16 +364,100 @@ func (s *Store) DeleteShare(walletID, keyType string, epoch uint64) error {
 	})
 }
 
-// Wallets lists the metadata of every share (no secret bytes).
+// SwitchEpoch ends a reshare on this node in one transaction, all or
+// nothing. With retired nil (a member of the new committee) it activates the
+// pending share at epoch, which must exist (an already active one is left as
+// it is); with retired set (a member of the old committee only) it stores
+// that record, status retired, at epoch, replacing a pending share left
+// there by an earlier unconfirmed attempt (an active or retired record there
+// is ErrExists). Either way it deletes the wallet key type's records of every
+// older epoch; records of newer epochs stay.
+func (s *Store) SwitchEpoch(walletID, keyType string, epoch uint64, retired *Record) error {
+	if err := validID(walletID, keyType); err != nil {
+		return err
+	}
+	var retiredVal []byte
+	if retired != nil {
+		m := retired.Meta
+		switch {
+		case m.WalletID != walletID || m.KeyType != keyType || m.Epoch != epoch:
+			return fmt.Errorf("store: retired record is wallet %s %s epoch %d, want %s %s epoch %d", m.WalletID, m.KeyType, m.Epoch, walletID, keyType, epoch)
+		case m.Status != StatusRetired:
+			return fmt.Errorf("store: retired record has status %q", m.Status)
+		case len(retired.Sealed) == 0:
+			return errors.New("store: empty sealed marker in retired record")
+		}
+		var err error
+		if retiredVal, err = json.Marshal(retired); err != nil {
+			return err
+		}
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bShares)
+		k := shareKey(walletID, keyType, epoch)
+		v := b.Get(k)
+		switch {
+		case retired != nil:
+			if v != nil {
+				m, err := decodeMeta(v)
+				if err != nil {
+					return err
+				}
+				if m.Status != StatusPending {
+					return fmt.Errorf("%w: wallet %s %s epoch %d is %s", ErrExists, walletID, keyType, epoch, m.Status)
+				}
+			}
+			if err := b.Put(k, retiredVal); err != nil {
+				return err
+			}
+		case v == nil:
+			return fmt.Errorf("%w: no pending share of wallet %s %s at epoch %d", ErrNotFound, walletID, keyType, epoch)
+		default:
+			var r Record
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("%w: share record: %v", ErrDamaged, err)
+			}
+			switch r.Meta.Status {
+			case StatusActive:
+			case StatusPending:
+				r.Meta.Status = StatusActive
+				nv, err := json.Marshal(r)
+				if err != nil {
+					return err
+				}
+				if err := b.Put(k, nv); err != nil {
+					return err
+				}
+			default:
+				return fmt.Errorf("%w: no pending share of wallet %s %s at epoch %d (the record there is %s)", ErrNotFound, walletID, keyType, epoch, r.Meta.Status)
+			}
+		}
+		var older [][]byte
+		c := b.Cursor()
+		p := sharePrefix(walletID, keyType)
+		for ko, _ := c.Seek(p); ko != nil && bytes.Compare(ko, k) < 0; ko, _ = c.Next() {
+			older = append(older, slices.Clone(ko))
+		}
+		for _, ko := range older {
+			if err := b.Delete(ko); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Wallets lists the metadata of every share record, in key order. It reads
+// no sealed value.
 func (s *Store) Wallets() ([]WalletMeta, error) {
 	var out []WalletMeta
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bShares).ForEach(func(_, v []byte) error {
-			var r shareRecord
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("%w: share record: %v", ErrDamaged, err)
+			m, err := decodeMeta(v)
+			if err != nil {
+				return err
 			}
-			out = append(out, r.Meta)
+			out = append(out, m)
 			return nil
 		})
 	})
@@ -442,7 +619,7 @@ func (s *Store) RewrapAll(fn func(sealed []byte) ([]byte, bool, error)) (int, er
 			err := b.ForEach(func(k, v []byte) error {
 				isShare := string(name) == string(bShares)
 				sealed := v
-				var rec shareRecord
+				var rec Record
 				if isShare {
 					if err := json.Unmarshal(v, &rec); err != nil {
 						return err

@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -295,6 +297,330 @@ func TestCrashChild(t *testing.T) {
 	for i := 0; ; i++ {
 		w := fmt.Sprintf("t%s-w%d", trial, i)
 		if err := s.PutShare(meta(w, "secp256k1", 1), append([]byte("sealed-"+w), big...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// rec is one record of a test store: epoch, status and sealed value.
+type rec struct {
+	epoch  uint64
+	status string
+	sealed string
+}
+
+func put(t *testing.T, s *store.Store, w, kt string, rs ...rec) {
+	t.Helper()
+	for _, r := range rs {
+		m := meta(w, kt, r.epoch)
+		m.Status = r.status
+		if err := s.PutShare(m, []byte(r.sealed)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// records lists a wallet key type's records in epoch order.
+func records(t *testing.T, s *store.Store, w, kt string) []rec {
+	t.Helper()
+	ws, err := s.Wallets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []rec
+	for _, m := range ws {
+		if m.WalletID != w || m.KeyType != kt {
+			continue
+		}
+		_, v, err := s.ShareAt(w, kt, m.Epoch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, rec{m.Epoch, m.Status, string(v)})
+	}
+	return out
+}
+
+func retiredRec(w, kt string, epoch uint64) *store.Record {
+	m := meta(w, kt, epoch)
+	m.Status = store.StatusRetired
+	return &store.Record{Meta: m, Sealed: []byte("marker")}
+}
+
+func TestSwitchEpoch(t *testing.T) {
+	const w, kt = "w1", "secp256k1"
+	var (
+		a1 = rec{1, store.StatusActive, "s1"}
+		r1 = rec{1, store.StatusRetired, "s1"}
+		p2 = rec{2, store.StatusPending, "s2"}
+		a2 = rec{2, store.StatusActive, "s2"}
+		r2 = rec{2, store.StatusRetired, "s2"}
+		m2 = rec{2, store.StatusRetired, "marker"}
+		p3 = rec{3, store.StatusPending, "s3"}
+		a3 = rec{3, store.StatusActive, "s3"}
+	)
+	tests := []struct {
+		name    string
+		before  []rec
+		epoch   uint64
+		retired *store.Record
+		err     error // nil: success; errAny: some error
+		after   []rec // on error: before
+	}{
+		{"new member", []rec{a1, p2}, 2, nil, nil, []rec{a2}},
+		{"new member, several older epochs", []rec{r1, a2, p3}, 3, nil, nil, []rec{a3}},
+		{"new member, newer pending stays", []rec{a1, p2, p3}, 2, nil, nil, []rec{a2, p3}},
+		{"new member only", []rec{p2}, 2, nil, nil, []rec{a2}},
+		{"new member, already active", []rec{r1, a2}, 2, nil, nil, []rec{a2}},
+		{"new member, missing pending", []rec{a1}, 2, nil, store.ErrNotFound, nil},
+		{"new member, retired at epoch", []rec{a1, r2}, 2, nil, store.ErrNotFound, nil},
+		{"old-only member", []rec{a1}, 2, retiredRec(w, kt, 2), nil, []rec{m2}},
+		{"old-only member, stale pending replaced", []rec{a1, p2}, 2, retiredRec(w, kt, 2), nil, []rec{m2}},
+		{"old-only member, already active", []rec{a1, a2}, 2, retiredRec(w, kt, 2), store.ErrExists, nil},
+		{"old-only member, already retired", []rec{a1, r2}, 2, retiredRec(w, kt, 2), store.ErrExists, nil},
+		{"retired record of another epoch", []rec{a1}, 2, retiredRec(w, kt, 3), errAny, nil},
+		{"retired record of another wallet", []rec{a1}, 2, retiredRec("w2", kt, 2), errAny, nil},
+		{"retired record not retired", []rec{a1}, 2, &store.Record{Meta: meta(w, kt, 2), Sealed: []byte("x")}, errAny, nil},
+		{"retired record without marker", []rec{a1}, 2, &store.Record{Meta: retiredRec(w, kt, 2).Meta}, errAny, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openStore(t)
+			put(t, s, w, kt, tc.before...)
+			// Neighbours in key order: other wallets and key types stay.
+			others := []rec{a1, p2}
+			for _, o := range [][2]string{{"w", kt}, {"w10", kt}, {w, "ed25519"}, {w, "secp256k2"}} {
+				put(t, s, o[0], o[1], others...)
+			}
+			err := s.SwitchEpoch(w, kt, tc.epoch, tc.retired)
+			switch {
+			case tc.err == nil && err != nil:
+				t.Fatalf("SwitchEpoch: %v", err)
+			case tc.err == errAny && err == nil, tc.err != nil && tc.err != errAny && !errors.Is(err, tc.err):
+				t.Fatalf("SwitchEpoch: got %v, want %v", err, tc.err)
+			}
+			want := tc.after
+			if tc.err != nil {
+				want = tc.before // all or nothing
+			}
+			if got := records(t, s, w, kt); !slices.Equal(got, want) {
+				t.Fatalf("records after: %v, want %v", got, want)
+			}
+			for _, o := range [][2]string{{"w", kt}, {"w10", kt}, {w, "ed25519"}, {w, "secp256k2"}} {
+				if got := records(t, s, o[0], o[1]); !slices.Equal(got, others) {
+					t.Fatalf("%s %s changed: %v", o[0], o[1], got)
+				}
+			}
+		})
+	}
+}
+
+var errAny = errors.New("any error")
+
+func TestNewest(t *testing.T) {
+	const kt = "secp256k1"
+	tests := []struct {
+		name      string
+		recs      []rec
+		wallet    string
+		keyType   string
+		newest    uint64 // 0: ErrNotFound
+		status    string
+		activeAt  uint64 // Share's epoch; 0: ErrNotFound
+		activeVal string
+	}{
+		{"one active", []rec{{1, store.StatusActive, "s1"}}, "w1", kt, 1, store.StatusActive, 1, "s1"},
+		{"pending above active", []rec{{1, store.StatusActive, "s1"}, {2, store.StatusPending, "s2"}}, "w1", kt, 2, store.StatusPending, 1, "s1"},
+		{"retired newest", []rec{{3, store.StatusRetired, "m3"}}, "w1", kt, 3, store.StatusRetired, 0, ""},
+		{"many epochs", []rec{{1, store.StatusRetired, "s1"}, {2, store.StatusActive, "s2"}, {256, store.StatusActive, "s256"}, {257, store.StatusPending, "s257"}, {300, store.StatusRetired, "m300"}}, "w1", kt, 300, store.StatusRetired, 256, "s256"},
+		{"only pending", []rec{{4, store.StatusPending, "s4"}}, "w1", kt, 4, store.StatusPending, 0, ""},
+		{"unknown wallet", nil, "w0", kt, 0, "", 0, ""},
+		{"unknown wallet after the last key", nil, "zz", kt, 0, "", 0, ""},
+		{"unknown key type", nil, "w1", "secp256k2", 0, "", 0, ""},
+		{"prefix of another wallet", nil, "w", kt, 0, "", 0, ""},
+		{"invalid id", nil, "w1\x00ed25519", kt, 0, "", 0, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openStore(t)
+			put(t, s, "w1", kt, tc.recs...)
+			// Neighbours on both sides in key order.
+			put(t, s, "a", kt, rec{9, store.StatusActive, "a9"})
+			put(t, s, "w1", "ed25519", rec{9, store.StatusActive, "e9"})
+			put(t, s, "w10", kt, rec{9, store.StatusActive, "x9"})
+			m, err := s.Newest(tc.wallet, tc.keyType)
+			if tc.newest == 0 {
+				if err == nil {
+					t.Fatalf("Newest: got %+v, want an error", m)
+				}
+				if !strings.ContainsRune(tc.wallet, 0) && !errors.Is(err, store.ErrNotFound) {
+					t.Fatalf("Newest: %v, want ErrNotFound", err)
+				}
+			} else if err != nil || m.WalletID != tc.wallet || m.KeyType != tc.keyType || m.Epoch != tc.newest || m.Status != tc.status {
+				t.Fatalf("Newest: %+v %v, want epoch %d %s", m, err, tc.newest, tc.status)
+			}
+			m, v, err := s.Share(tc.wallet, tc.keyType)
+			if tc.activeAt == 0 {
+				if !errors.Is(err, store.ErrNotFound) {
+					t.Fatalf("Share: %+v %v, want ErrNotFound", m, err)
+				}
+			} else if err != nil || m.Epoch != tc.activeAt || string(v) != tc.activeVal {
+				t.Fatalf("Share: epoch %d %q %v, want epoch %d %q", m.Epoch, v, err, tc.activeAt, tc.activeVal)
+			}
+		})
+	}
+}
+
+func TestPutSharesAllOrNothing(t *testing.T) {
+	s := openStore(t)
+	put(t, s, "w1", "ed25519", rec{1, store.StatusActive, "s1"})
+	err := s.PutShares(store.Record{Meta: meta("w2", "ed25519", 1), Sealed: []byte("s2")}, store.Record{Meta: meta("w1", "ed25519", 1), Sealed: []byte("x")})
+	if !errors.Is(err, store.ErrExists) {
+		t.Fatalf("got %v, want ErrExists", err)
+	}
+	if _, err := s.Newest("w2", "ed25519"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("w2 written although the batch failed: %v", err)
+	}
+	if err := s.PutShares(store.Record{Meta: meta("w2", "ed25519", 1), Sealed: []byte("s2")}, store.Record{Meta: meta("w3", "ed25519", 1), Sealed: []byte("s3")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"w2", "w3"} {
+		if m, _, err := s.Share(w, "ed25519"); err != nil || m.Status != store.StatusActive {
+			t.Fatalf("%s: %+v %v", w, m, err)
+		}
+	}
+}
+
+// TestCrashDuringSwitchEpoch kills a process at random moments while it
+// switches wallets' epochs, as reshares do (even wallets: a new member
+// activating its pending share; odd ones: an old-only member keeping a
+// retired record). Every wallet is then in its old state or its new one,
+// never in between and never without a record.
+func TestCrashDuringSwitchEpoch(t *testing.T) {
+	if os.Getenv("STORE_CRASH_CHILD") == "1" {
+		return
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "node.db")
+	switched := 0
+	for trial := 0; trial < 40; trial++ {
+		ready := filepath.Join(dir, fmt.Sprint("ready-", trial))
+		cmd := exec.Command(os.Args[0], "-test.run=^TestSwitchEpochCrashChild$")
+		cmd.Env = append(os.Environ(), "STORE_CRASH_CHILD=1", "STORE_CRASH_PATH="+path, "STORE_CRASH_READY="+ready, fmt.Sprint("STORE_CRASH_TRIAL=", trial))
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			if _, err := os.Stat(ready); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+				t.Fatalf("trial %d: the child did not open the store", trial)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		time.Sleep(time.Duration(mrand.IntN(120)) * time.Millisecond) // kill at a random moment
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		_ = cmd.Wait()
+		s, err := store.Open(path, store.Options{})
+		if err != nil {
+			t.Fatalf("trial %d: store does not open after kill -9: %v", trial, err)
+		}
+		switched += checkSwitchTrial(t, s, trial)
+		_ = s.Close()
+	}
+	if switched == 0 {
+		t.Fatal("no epoch switch committed in any trial: the kill came too early every time")
+	}
+	t.Logf("%d epoch switches committed across the trials", switched)
+}
+
+// checkSwitchTrial checks one trial's wallets and returns how many switched.
+func checkSwitchTrial(t *testing.T, s *store.Store, trial int) int {
+	t.Helper()
+	const kt = "secp256k1"
+	ws, err := s.Wallets()
+	if err != nil {
+		t.Fatalf("trial %d: %v", trial, err)
+	}
+	last := -1
+	for _, m := range ws {
+		var tr, i int
+		if _, err := fmt.Sscanf(m.WalletID, "s%d-w%d", &tr, &i); err == nil && tr == trial {
+			last = max(last, i)
+		}
+	}
+	switched := 0
+	for i := 0; i <= last; i++ {
+		w := fmt.Sprintf("s%d-w%d", trial, i)
+		got := records(t, s, w, kt)
+		for j := range got {
+			got[j].sealed = strings.TrimRight(got[j].sealed, "\xab")
+		}
+		// The child sets up wallet i+1 before it switches wallet i.
+		old := []rec{{1, store.StatusActive, "sealed-" + w + "-1"}, {2, store.StatusPending, "sealed-" + w + "-2"}}
+		switchedTo := []rec{{2, store.StatusActive, "sealed-" + w + "-2"}}
+		if i%2 == 1 {
+			old = old[:1]
+			switchedTo = []rec{{2, store.StatusRetired, "retired-" + w}}
+		}
+		ok := slices.Equal(got, switchedTo)
+		if ok {
+			switched++
+		}
+		switch {
+		case i == last: // set up, maybe partly
+			ok = slices.Equal(got, old) || slices.Equal(got, old[:1])
+		case i == last-1: // being switched
+			ok = ok || slices.Equal(got, old)
+		}
+		if !ok {
+			t.Fatalf("trial %d: wallet %s (of %d) is %v: neither its old state %v nor its new one %v", trial, w, last, got, old, switchedTo)
+		}
+	}
+	return switched
+}
+
+func TestSwitchEpochCrashChild(t *testing.T) {
+	if os.Getenv("STORE_CRASH_CHILD") != "1" {
+		t.Skip("child process of TestCrashDuringSwitchEpoch")
+	}
+	const kt = "secp256k1"
+	s, err := store.Open(os.Getenv("STORE_CRASH_PATH"), store.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(os.Getenv("STORE_CRASH_READY"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	trial := os.Getenv("STORE_CRASH_TRIAL")
+	big := bytes.Repeat([]byte{0xAB}, 16<<10)
+	wallet := func(i int) string { return fmt.Sprintf("s%s-w%d", trial, i) }
+	setUp := func(i int) {
+		w := wallet(i)
+		if err := s.PutShare(meta(w, kt, 1), append([]byte("sealed-"+w+"-1"), big...)); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 1 {
+			return
+		}
+		m := meta(w, kt, 2)
+		m.Status = store.StatusPending
+		if err := s.PutShare(m, append([]byte("sealed-"+w+"-2"), big...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setUp(0)
+	for i := 0; ; i++ {
+		setUp(i + 1)
+		var retired *store.Record
+		if i%2 == 1 {
+			retired = retiredRec(wallet(i), kt, 2)
+			retired.Sealed = append([]byte("retired-"+wallet(i)), big...)
+		}
+		if err := s.SwitchEpoch(wallet(i), kt, 2, retired); err != nil {
 			t.Fatal(err)
 		}
 	}
