@@ -58,10 +58,13 @@ demo:
 
 # Sealing and identity signing per backend (Go benchmarks), then the raw
 # in-process tss-lib ceremonies beside the full node path (client, NATS, three
-# nodes on SoftHSM2), alternating batches, with node/raw ratios.
+# nodes on SoftHSM2), alternating batches, with node/raw ratios; then signing
+# with 1 wallet beside 10,000 wallets in every node's store, with store bytes
+# and heap per wallet and the time of signerctl status / store inspect.
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./hsm/
 	SIGNER_BENCH=1 $(GO) test -count=1 -run '^TestCompareRawVsNode$$' -v -timeout 60m ./signer/devcluster/ | grep -vE '^(=== RUN|time=|[0-9]{4}/)' 
+	SIGNER_BENCH=1 $(GO) test -count=1 -run '^TestScaleWallets$$' -v -timeout 60m ./signer/devcluster/ | grep -vE '^(=== RUN|time=|[0-9]{4}/)'
 
 # Release tarballs in dist/ (binaries, systemd units, install.sh, docs; and a
 # source tarball with vendor/ for offline rebuilds); see scripts/dist.sh.
