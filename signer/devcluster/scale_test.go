@@ -17,7 +17,9 @@ import (
 
 	"github.com/hwsigner/signer/client"
 	"github.com/hwsigner/signer/hsm"
+	"github.com/hwsigner/signer/internal/secret"
 	"github.com/hwsigner/signer/internal/testhsm"
+	"github.com/hwsigner/signer/keyfile"
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/signer/devcluster"
 	"github.com/hwsigner/signer/signer/store"
@@ -190,7 +192,7 @@ func fillStore(t *testing.T, ctx context.Context, c *devcluster.Cluster, id, uri
 			if err != nil {
 				t.Fatalf("%s: open its %s share: %v", id, kt, err)
 			}
-			defer hsm.Zero(pt)
+			defer secret.Zero(pt)
 			reals = append(reals, real{m, pt})
 		}
 		const perTx = 200 // wallets per transaction
@@ -275,7 +277,7 @@ func clusterFile(t *testing.T, c *devcluster.Cluster) string {
 	t.Helper()
 	peers := map[string]string{}
 	for id, k := range c.NodeKeys {
-		pem, err := protocol.MarshalPublicKeyPEM(k)
+		pem, err := keyfile.MarshalPublicKeyPEM(k)
 		if err != nil {
 			t.Fatal(err)
 		}
