@@ -86,12 +86,6 @@ func (n *Node) reshareWith(ctx context.Context, r *protocol.ReshareRequest, res 
 			PubKey: hex.EncodeToString(meta.PubKey), ShareKey: key.Text(16), Owner: meta.CreatedBy}
 	}
 	isNew := slices.Contains(r.NodeIDs, n.cfg.NodeID)
-	var opts ceremony.Options
-	if isNew && sc.NeedsPreParams() {
-		if opts.PreParams, err = n.takePreParams(ctx); err != nil {
-			return failedBy(ctx, res, err)
-		}
-	}
 
 	sid := sessionID("reshare", r.ClientID, r.RequestID, kt)
 	tr, err := n.openSession(ctx, sid, parts)
@@ -122,6 +116,14 @@ func (n *Node) reshareWith(ctx context.Context, r *protocol.ReshareRequest, res 
 	if !n.cfg.Policy.MayUseWallet(r.ClientID, plan.owner, r.WalletID) {
 		giveUp("the requester may not use this wallet")
 		return refuseWallet(res, r.ClientID, r.WalletID)
+	}
+	// Pre-params only now: a request that is refused takes none from the pool.
+	var opts ceremony.Options
+	if isNew && sc.NeedsPreParams() {
+		if opts.PreParams, err = n.takePreParams(ctx); err != nil {
+			giveUp("no pre-params")
+			return failedBy(ctx, res, err)
+		}
 	}
 	n.log.Info("reshare starting", "wallet", r.WalletID, "key_type", kt, "old", plan.old, "old_threshold", plan.oldT,
 		"new", r.NodeIDs, "new_threshold", r.NewThreshold, "epoch", plan.epoch+1)
