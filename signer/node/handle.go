@@ -158,6 +158,7 @@ func (n *Node) handle(ctx context.Context, m jetstream.Msg, claim *keygenClaim) 
 	if err := n.st.JournalFinish(env.ClientID, env.RequestID, state, out.res.ErrorCode); err != nil {
 		n.log.Error("journal finish failed", "request_id", env.RequestID, "err", err)
 	}
+	claim.release() // the wallet's shares are stored (or not): later requests need not wait for the publish
 	n.publish(ctx, out.res, until)
 }
 

@@ -211,6 +211,8 @@ func (n *Node) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("node consumer: %w", err)
 	}
+	n.pruneJournalOnce()
+	go n.pruneJournal(ctx)
 	if err := routing.PutReady(ctx, kv, n.cfg.NodeID, nil); err != nil {
 		return fmt.Errorf("readiness: %w", err)
 	}
@@ -224,7 +226,6 @@ func (n *Node) Run(ctx context.Context) error {
 	// DrainTimeout) instead of cutting every ceremony at once.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	go n.pruneJournal(ctx)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		n.running.Add(1)
 		// Messages arrive here in stream order, the same on every node: a
@@ -276,6 +277,7 @@ type keygenClaim struct {
 	wallet string
 	prev   *keygenClaim // the keygen of the wallet consumed before, if it was still running
 	done   chan struct{}
+	once   sync.Once
 }
 
 // claimKeygen returns the place of m in its wallet's keygen order when m is
@@ -308,13 +310,18 @@ func (n *Node) claimKeygen(m jetstream.Msg) *keygenClaim {
 	return c
 }
 
-// release ends the claim once its request is handled. Safe on nil.
+// release ends the claim once its keygen's outcome is stored (handle
+// releases it before publishing the result, so that a slow publish holds up
+// no later request of the wallet), or else once its request is handled.
+// Safe on nil and more than once.
 func (c *keygenClaim) release() {
 	if c == nil {
 		return
 	}
-	close(c.done)
-	c.n.inflight.CompareAndDelete(c.wallet, c)
+	c.once.Do(func() {
+		close(c.done)
+		c.n.inflight.CompareAndDelete(c.wallet, c)
+	})
 }
 
 // wait returns once every keygen of the wallet consumed before c has
@@ -350,26 +357,33 @@ func (n *Node) awaitKeygen(ctx context.Context, wallet string) bool {
 // requests that can no longer be accepted.
 const journalPruneEvery = time.Minute
 
-// pruneJournal removes, at start and every journalPruneEvery until ctx
-// ends, the journal entries whose request expired more than the clock skew
-// ago: CheckTime refuses such a request (EXPIRED) before the journal is
-// consulted, so its entry is no longer needed to refuse a replay.
+// pruneJournal removes, every journalPruneEvery until ctx ends, the
+// journal entries that pruneJournalOnce removes; Run prunes once before the
+// node announces itself ready.
 func (n *Node) pruneJournal(ctx context.Context) {
 	t := time.NewTicker(journalPruneEvery)
 	defer t.Stop()
 	for {
-		removed, err := n.st.JournalPrune(time.Now().Add(-n.cfg.ClockSkew))
-		switch {
-		case err != nil:
-			n.log.Warn("journal prune failed", "err", err)
-		case removed > 0:
-			n.log.Debug("journal pruned", "removed", removed)
-		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			n.pruneJournalOnce()
 		}
+	}
+}
+
+// pruneJournalOnce removes the journal entries whose request expired more
+// than the clock skew ago: CheckTime refuses such a request (EXPIRED)
+// before the journal is consulted, so its entry is no longer needed to
+// refuse a replay.
+func (n *Node) pruneJournalOnce() {
+	removed, err := n.st.JournalPrune(time.Now().Add(-n.cfg.ClockSkew))
+	switch {
+	case err != nil:
+		n.log.Warn("journal prune failed", "err", err)
+	case removed > 0:
+		n.log.Debug("journal pruned", "removed", removed)
 	}
 }
 
