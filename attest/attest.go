@@ -14,7 +14,12 @@
 //     node id);
 //   - results from nodes outside Rules.Nodes, a node's second and later
 //     results, and results for another op, request_id, client_id or key_id
-//     than the first one taken are ignored.
+//     than the first one taken are ignored;
+//   - a REPLAYED error is not the request's outcome (the node already took a
+//     request with this id; that request's own result is, or will be, on
+//     the stream): it decides nothing and does not take the node's place,
+//     so a retry under the same request_id gets the original outcome.
+//     Expire reports it.
 //
 // So no set of t nodes can make a caller accept a forged key, signature,
 // reshare or error, and a node that publishes first decides nothing alone.
@@ -93,6 +98,7 @@ type Collector struct {
 	requestID, clientID, keyID string
 
 	seen     map[string]*entry // node -> its first result
+	replayed map[string]*entry // node -> its REPLAYED answer, while it has no result in seen
 	decision *Decision
 }
 
@@ -108,7 +114,7 @@ func NewCollector(op string, r Rules) *Collector {
 	for _, n := range r.Nodes {
 		members[n] = true
 	}
-	return &Collector{op: op, rules: r, members: members, seen: map[string]*entry{}}
+	return &Collector{op: op, rules: r, members: members, seen: map[string]*entry{}, replayed: map[string]*entry{}}
 }
 
 // Add takes one node's result, already verified with protocol.VerifyResult,
@@ -130,7 +136,18 @@ func (c *Collector) Add(res *protocol.Result, raw []byte) (d Decision, done bool
 		c.bound, c.requestID, c.clientID, c.keyID = true, res.RequestID, res.ClientID, res.KeyID
 	}
 	cp := *res
-	c.seen[res.NodeID] = &entry{res: &cp, raw: bytes.Clone(raw), key: equalityKey(&cp, raw)}
+	e := &entry{res: &cp, raw: bytes.Clone(raw), key: equalityKey(&cp, raw)}
+	if !res.Succeeded() && res.ErrorCode == protocol.CodeReplayed {
+		// Not this request's outcome: the node already took a request with
+		// this id, whose own result is (or will be) on the stream. It
+		// neither counts nor takes the node's place; Expire reports it.
+		if _, dup := c.replayed[res.NodeID]; !dup {
+			c.replayed[res.NodeID] = e
+		}
+		return Decision{}, false
+	}
+	delete(c.replayed, res.NodeID)
+	c.seen[res.NodeID] = e
 	if d, ok := c.decide(); ok {
 		c.decision = &d
 		return d, true
@@ -148,11 +165,13 @@ func (c *Collector) Expire() Decision {
 	if c.op == protocol.OpKeygen {
 		need = "identical successes from all of " + strings.Join(sortedCopy(c.rules.Nodes), ",")
 	}
-	reason := "no attested " + c.op + " result before the deadline (need " + need + "); seen: " + c.describe(c.nodes())
-	if len(c.seen) == 0 {
+	all := append(c.nodes(), slices.Collect(maps.Keys(c.replayed))...) // disjoint
+	slices.Sort(all)
+	reason := "no attested " + c.op + " result before the deadline (need " + need + "); seen: " + c.describe(all)
+	if len(all) == 0 {
 		reason = "no attested " + c.op + " result before the deadline (need " + need + "); no node answered"
 	}
-	d := c.fail(protocol.CodeTimeout, reason, c.nodes())
+	d := c.fail(protocol.CodeTimeout, reason, all)
 	c.decision = &d
 	return d
 }
@@ -246,11 +265,19 @@ func (c *Collector) attestedError(errNodes, named []string) Decision {
 func (c *Collector) fail(code, reason string, nodes []string) Decision {
 	res := &protocol.Result{Op: c.op, RequestID: c.requestID, ClientID: c.clientID, KeyID: c.keyID}
 	if len(nodes) > 0 {
-		first := c.seen[nodes[0]].res
+		first := c.get(nodes[0]).res
 		res.WalletID, res.TxID, res.SessionID, res.KeyType = first.WalletID, first.TxID, first.SessionID, first.KeyType
 	}
 	res.SetError(code, reason)
 	return Decision{Result: res, Attestations: c.raws(nodes), Err: &Error{Code: code, Reason: reason, Nodes: c.outcomes(nodes)}}
+}
+
+// get returns node n's result taken, or else its REPLAYED answer.
+func (c *Collector) get(n string) *entry {
+	if e := c.seen[n]; e != nil {
+		return e
+	}
+	return c.replayed[n]
 }
 
 // nodes returns the nodes seen, sorted.
@@ -259,7 +286,7 @@ func (c *Collector) nodes() []string { return slices.Sorted(maps.Keys(c.seen)) }
 func (c *Collector) raws(nodes []string) [][]byte {
 	out := make([][]byte, 0, len(nodes))
 	for _, n := range nodes {
-		out = append(out, bytes.Clone(c.seen[n].raw))
+		out = append(out, bytes.Clone(c.get(n).raw))
 	}
 	return out
 }
@@ -267,7 +294,7 @@ func (c *Collector) raws(nodes []string) [][]byte {
 func (c *Collector) outcomes(nodes []string) map[string]string {
 	out := make(map[string]string, len(nodes))
 	for _, n := range nodes {
-		out[n] = summary(c.seen[n])
+		out[n] = summary(c.get(n))
 	}
 	return out
 }
@@ -275,7 +302,7 @@ func (c *Collector) outcomes(nodes []string) map[string]string {
 func (c *Collector) describe(nodes []string) string {
 	parts := make([]string, 0, len(nodes))
 	for _, n := range nodes {
-		parts = append(parts, n+": "+summary(c.seen[n]))
+		parts = append(parts, n+": "+summary(c.get(n)))
 	}
 	return strings.Join(parts, "; ")
 }

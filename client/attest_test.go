@@ -393,3 +393,58 @@ func TestSignersOption(t *testing.T) {
 		})
 	}
 }
+
+// REPLAYED answers (a retry under the same request_id, or someone re-sending
+// a request's bytes) decide nothing: the retry gets the original outcome;
+// replays of a request handled before reach no callback and are acked.
+func TestReplayedAnswers(t *testing.T) {
+	ce := newClusterEnv(t, 3)
+	c := ce.client(t, WithRequestTTL(2*time.Second), WithResultAckWait(time.Second))
+	replayed := func(reqID string) *protocol.Result {
+		r := &protocol.Result{Op: protocol.OpSign, RequestID: reqID, ClientID: "svcA", KeyID: c.KeyID(), WalletID: "w1", TxID: "t",
+			KeyType: protocol.KeyTypeEd25519}
+		r.SetError(protocol.CodeReplayed, "already taken")
+		return r
+	}
+
+	// A waiter: REPLAYED from every node first, then the original successes.
+	_, ed := walletKeys("w1")
+	msg := []byte("m")
+	done := make(chan error, 1)
+	go func() {
+		res, err := c.SignAndWait(ce.ctx, SignParams{WalletID: "w1", KeyType: protocol.KeyTypeEd25519, TxID: "t", Tx: msg, RequestID: "rp-1"})
+		if err == nil && !res.Succeeded() {
+			err = fmt.Errorf("result %+v", res)
+		}
+		done <- err
+	}()
+	waitFor(t, 5*time.Second, func() bool { return pendingWaiters(c) == 1 })
+	for _, n := range all3 {
+		ce.publishResult(t, ce.ids[n], n, replayed("rp-1"), "")
+	}
+	for _, n := range []string{"node0", "node1"} {
+		ok := &protocol.Result{Op: protocol.OpSign, ResultType: protocol.ResultSuccess, RequestID: "rp-1", ClientID: "svcA", KeyID: c.KeyID(),
+			WalletID: "w1", TxID: "t", KeyType: protocol.KeyTypeEd25519, PubKey: hex.EncodeToString(ed.Public().(ed25519.PublicKey))}
+		_ = ok.SetEdDSASignature(ed25519.Sign(ed, msg))
+		ce.publishResult(t, ce.ids[n], n, ok, "")
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+
+	// A callback: replays of a request decided long ago.
+	called := make(chan protocol.Result, 1)
+	if err := c.OnSignResult(func(r protocol.Result) { called <- r }); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range all3 {
+		ce.publishResult(t, ce.ids[n], n, replayed("rp-old"), "")
+	}
+	waitFor(t, 15*time.Second, func() bool { return c.Stats().Stragglers == 3 }) // rp-old's three, acked after the hold
+	ce.streamEmpty(t)
+	select {
+	case r := <-called:
+		t.Fatalf("a replay reached the callback: %+v", r)
+	default:
+	}
+}

@@ -71,6 +71,7 @@ type pending struct {
 	msgs  map[uint64]jetstream.Msg // by stream sequence
 	w     *waiter                  // nil: for the callback
 	since time.Time                // first result (callbacks: the hold runs from here)
+	real  bool                     // a result other than REPLAYED came
 }
 
 // Stats counts what happened to results.

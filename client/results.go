@@ -272,6 +272,7 @@ func (c *Client) handle(op string, m jetstream.Msg) {
 		return
 	}
 	p.msgs[seq] = m
+	p.real = p.real || res.ErrorCode != protocol.CodeReplayed
 	d, done := p.coll.Add(res, m.Data())
 	if !done {
 		c.mu.Unlock()
@@ -366,7 +367,9 @@ func (c *Client) callSafely(f func(attest.Decision), p *pending, d attest.Decisi
 // keep runs until Close: every half AckWait it sends in-progress acks for
 // the messages of undecided requests (so that they are not redelivered
 // while held), forgets old decided requests, and decides callback requests
-// undecided for longer than the request TTL as TIMEOUT.
+// undecided for longer than the request TTL as TIMEOUT (or, when only
+// REPLAYED answers came, acks them without a callback: someone re-sent a
+// request handled before).
 func (c *Client) keep() {
 	defer c.bg.Done()
 	t := time.NewTicker(c.cfg.resultAckWait / 2)
@@ -402,6 +405,14 @@ func (c *Client) keep() {
 			_ = m.InProgress()
 		}
 		for _, p := range expired {
+			if !p.real { // only REPLAYED answers: a replay of a request handled before
+				c.log.Info("acking REPLAYED answers to a request decided before", "op", p.key.op, "request_id", p.key.requestID)
+				c.stragglers.Add(uint64(len(p.msgs)))
+				for _, m := range p.msgs {
+					_ = m.Ack()
+				}
+				continue
+			}
 			d := p.coll.Expire()
 			c.log.Warn("request undecided after the hold; delivering TIMEOUT", "op", p.key.op, "request_id", p.key.requestID, "err", d.Err)
 			c.finish(p, d)
