@@ -101,7 +101,9 @@ func WithResultAckWait(d time.Duration) Option {
 // accept anything. A cluster configured otherwise must set it: with fewer
 // signers than a majority (2 of 4) only t+1 chosen nodes answer a signing
 // request and the default would never be met (TIMEOUT); with more (4 of 5)
-// the default would let fewer than t+1 nodes decide.
+// the default would let fewer than t+1 nodes decide. The value applies to
+// every wallet: for a wallet reshared to another threshold, use a Client
+// made with that wallet's t+1.
 func WithSigners(n int) Option {
 	return func(c *config) error {
 		if n < 1 {
