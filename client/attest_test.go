@@ -448,3 +448,22 @@ func TestReplayedAnswers(t *testing.T) {
 	default:
 	}
 }
+
+// A correctly signed result for our client ID but another client key (a
+// refusal of a key that claimed our ID) never reaches the callback.
+func TestResultForAnotherKeyIsDropped(t *testing.T) {
+	ce := newClusterEnv(t, 1)
+	c := ce.client(t)
+	rec := &recorder{}
+	if err := c.OnSignResult(rec.add); err != nil {
+		t.Fatal(err)
+	}
+	r := &protocol.Result{Op: protocol.OpSign, RequestID: "mine-1", ClientID: "svcA", KeyID: "0123456789abcdef0123456789abcdef"}
+	r.SetError(protocol.CodeUnauthorizedClient, "key may not use svcA")
+	ce.publishResult(t, ce.ids["node0"], "node0", r, "")
+	waitFor(t, 5*time.Second, func() bool { return c.Stats().Misrouted == 1 })
+	ce.streamEmpty(t)
+	if got := rec.snapshot(); len(got) != 0 {
+		t.Fatalf("callback got %+v", got)
+	}
+}

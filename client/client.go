@@ -80,7 +80,9 @@ type Stats struct {
 	Delivered uint64
 	// Dropped: malformed, from an unknown node, or with a bad node signature.
 	Dropped uint64
-	// Misrouted: correctly signed but for another client or operation.
+	// Misrouted: correctly signed but for another client, operation or
+	// client key (key_id; e.g. the refusal of a key that claimed our
+	// client ID).
 	Misrouted uint64
 	// Unclaimed: returned to the stream because neither a waiter nor a
 	// callback wanted it (counted per delivery).

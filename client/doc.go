@@ -12,9 +12,10 @@
 // routing.ResultMsgID). Results arrive on the client's own durable consumers
 // (see package routing); each node signature is checked against the
 // cluster's peer list (WithNodeKeys), a result that fails is dropped and
-// counted, and the rest are collected per request (op, request_id, key_id)
-// and decided with package attest: no single node, and no set of t nodes,
-// decides what the client sees.
+// counted, a result for another client key (key_id: the refusal of a key
+// that claimed this client ID) is dropped as misrouted, and the rest are
+// collected per request (op, request_id) and decided with package attest:
+// no single node, and no set of t nodes, decides what the client sees.
 //
 //   - keygen succeeds when every node reports the same public keys; one
 //     member's error decides at once, and members reporting different
@@ -53,13 +54,15 @@
 // the stream and is redelivered (with a growing delay), so a callback
 // registered later, or another process of the same client, gets it.
 //
-// Several processes may share one clientID (they share its consumers, and
-// JetStream spreads the node results of one request over them). A process
-// passes on results it has no waiter or callback for, so a Wait helper in
-// one process still gets every result of its request once the others have
-// passed them on. Processes that all register callbacks for one op each
-// see only part of a request's results: run that op's callback in one
-// process. Undecided results count against the consumer's MaxAckPending
+// Several processes may share one clientID and its key (they share its
+// consumers, and JetStream spreads the node results of one request over
+// them). A process passes on results it has no waiter or callback for, so
+// a Wait helper in one process still gets every result of its request once
+// the others have passed them on. Processes that all register callbacks
+// for one op each see only part of a request's results: run that op's
+// callback in one process. Processes with different keys for one clientID
+// drop each other's results: let in-flight requests finish before rotating
+// the key. Undecided results count against the consumer's MaxAckPending
 // (256): keep fewer undecided requests than that per op in flight. Connect
 // with nats.CustomInboxPrefix when the server restricts inbox subjects per
 // client (docs/nats-server.conf.example).

@@ -239,6 +239,16 @@ func (c *Client) handle(op string, m jetstream.Msg) {
 		_ = m.TermWithReason("misrouted result")
 		return
 	}
+	if res.KeyID != c.keyID {
+		// Our client ID, another key: a refusal of someone claiming our ID
+		// (nodes answer UNAUTHORIZED_CLIENT on the claimed ID's subject),
+		// never a result of ours, so it must not reach a callback.
+		c.misrouted.Add(1)
+		c.log.Warn("dropping a result for another client key", "op", op, "result_key_id", res.KeyID,
+			"request_id", res.RequestID, "node", res.NodeID, "error_code", res.ErrorCode)
+		_ = m.TermWithReason("result for another client key")
+		return
+	}
 	key := reqKey{op: op, requestID: res.RequestID, keyID: res.KeyID}
 	seq := streamSeq(m)
 
