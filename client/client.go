@@ -5,23 +5,28 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/hwsigner/signer/attest"
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/routing"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Client submits signed requests and receives verified results. It is safe
-// for concurrent use.
+// Client submits signed requests and receives attested results. It is
+// safe for concurrent use.
 type Client struct {
 	js       jetstream.JetStream
 	signer   crypto.Signer
 	keyID    string
 	clientID string
 	nodeKeys map[string]crypto.PublicKey
+	rules    attest.Rules
 	log      *slog.Logger
 	cfg      config
 
@@ -29,34 +34,61 @@ type Client struct {
 
 	mu       sync.Mutex
 	closed   bool
-	handlers map[string]func(protocol.Result)    // op -> callback
+	handlers map[string]func(attest.Decision)    // op -> callback
 	waiters  map[string]*waiter                  // request_id -> waiter
+	pending  map[reqKey]*pending                 // requests being collected
+	decided  decidedSet                          // requests decided lately: their stragglers are acked
 	running  map[string]jetstream.ConsumeContext // op -> consumer
-	inflight sync.WaitGroup                      // message handlers running
+	keeping  bool                                // the keeper goroutine runs
+	inflight sync.WaitGroup                      // message handlers and the keeper's callbacks running
+	bg       sync.WaitGroup                      // the keeper goroutine
 	done     chan struct{}                       // closed by Close
 
-	delivered atomic.Uint64
-	dropped   atomic.Uint64
-	misrouted atomic.Uint64
-	unclaimed atomic.Uint64
+	cbMu map[string]*sync.Mutex // op -> held while its callback runs: one at a time per op
+
+	delivered  atomic.Uint64
+	dropped    atomic.Uint64
+	misrouted  atomic.Uint64
+	unclaimed  atomic.Uint64
+	stragglers atomic.Uint64
 }
 
+// reqKey names one request's results: a Collector gathers those of one key.
+type reqKey struct{ op, requestID, keyID string }
+
+// waiter is a Wait helper's request.
 type waiter struct {
 	op string
-	ch chan *protocol.Result // buffered 1; only the taker sends
+	ch chan attest.Decision // buffered 1; the one who takes p from c.pending sends
+	p  *pending
+}
+
+// pending collects the results of one request; its messages stay un-acked
+// until the request is decided.
+type pending struct {
+	key   reqKey
+	coll  *attest.Collector
+	msgs  map[uint64]jetstream.Msg // by stream sequence
+	w     *waiter                  // nil: for the callback
+	since time.Time                // first result (callbacks: the hold runs from here)
+	real  bool                     // a result other than REPLAYED came
 }
 
 // Stats counts what happened to results.
 type Stats struct {
-	// Delivered to a waiter or a callback.
+	// Delivered: decisions handed to a waiter or a callback, one per request.
 	Delivered uint64
 	// Dropped: malformed, from an unknown node, or with a bad node signature.
 	Dropped uint64
-	// Misrouted: correctly signed but for another client or operation.
+	// Misrouted: correctly signed but for another client, operation or
+	// client key (key_id; e.g. the refusal of a key that claimed our
+	// client ID).
 	Misrouted uint64
 	// Unclaimed: returned to the stream because neither a waiter nor a
 	// callback wanted it (counted per delivery).
 	Unclaimed uint64
+	// Stragglers: results of a request already decided, acked.
+	Stragglers uint64
 }
 
 // New returns a Client that publishes requests on nc, signed by signer
@@ -83,9 +115,16 @@ func New(nc *nats.Conn, signer crypto.Signer, opts ...Option) (*Client, error) {
 	if len(cfg.nodeKeys) == 0 {
 		return nil, ErrNoNodeKeys
 	}
+	if cfg.signers > len(cfg.nodeKeys) {
+		return nil, fmt.Errorf("client: signers %d, but only %d node keys", cfg.signers, len(cfg.nodeKeys))
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("client: jetstream: %w", err)
+	}
+	rules := attest.Rules{Nodes: slices.Sorted(maps.Keys(cfg.nodeKeys)), Signers: cfg.signers}
+	if rules.Signers == 0 {
+		rules.Signers = len(rules.Nodes)/2 + 1
 	}
 	return &Client{
 		js:       js,
@@ -93,12 +132,18 @@ func New(nc *nats.Conn, signer crypto.Signer, opts ...Option) (*Client, error) {
 		keyID:    keyID,
 		clientID: cfg.clientID,
 		nodeKeys: cfg.nodeKeys,
+		rules:    rules,
 		log:      cfg.logger.With("client_id", cfg.clientID, "key_id", keyID),
 		cfg:      cfg,
-		handlers: map[string]func(protocol.Result){},
+		handlers: map[string]func(attest.Decision){},
 		waiters:  map[string]*waiter{},
+		pending:  map[reqKey]*pending{},
+		decided:  newDecidedSet(max(minDecidedFor, 2*cfg.ttl), maxDecided),
 		running:  map[string]jetstream.ConsumeContext{},
 		done:     make(chan struct{}),
+		cbMu: map[string]*sync.Mutex{
+			protocol.OpKeygen: {}, protocol.OpSign: {}, protocol.OpReshare: {},
+		},
 	}, nil
 }
 
@@ -108,19 +153,27 @@ func (c *Client) ClientID() string { return c.clientID }
 // KeyID returns the key ID of the client's signing key.
 func (c *Client) KeyID() string { return c.keyID }
 
+// Rules returns what the client requires the committee to attest: the node
+// IDs of WithNodeKeys and t+1 (WithSigners, or a majority of the nodes).
+func (c *Client) Rules() attest.Rules {
+	return attest.Rules{Nodes: slices.Clone(c.rules.Nodes), Signers: c.rules.Signers}
+}
+
 // Stats returns the result counters.
 func (c *Client) Stats() Stats {
 	return Stats{
-		Delivered: c.delivered.Load(),
-		Dropped:   c.dropped.Load(),
-		Misrouted: c.misrouted.Load(),
-		Unclaimed: c.unclaimed.Load(),
+		Delivered:  c.delivered.Load(),
+		Dropped:    c.dropped.Load(),
+		Misrouted:  c.misrouted.Load(),
+		Unclaimed:  c.unclaimed.Load(),
+		Stragglers: c.stragglers.Load(),
 	}
 }
 
 // Close stops the result consumers, waits for running callbacks, and makes
-// pending Wait helpers return ErrClosed. Results not yet acked stay in the
-// stream for the next Client. Do not call Close from a callback.
+// pending Wait helpers return ErrClosed. Results not yet acked (those of
+// requests not yet decided) are returned to the stream for the next Client.
+// Do not call Close from a callback.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -140,5 +193,16 @@ func (c *Client) Close() error {
 		<-cc.Closed()
 	}
 	c.inflight.Wait()
+	c.bg.Wait()
+	c.mu.Lock()
+	var held []jetstream.Msg
+	for _, p := range c.pending {
+		held = append(held, p.held()...)
+	}
+	c.pending = map[reqKey]*pending{}
+	c.mu.Unlock()
+	for _, m := range held {
+		_ = m.Nak()
+	}
 	return nil
 }

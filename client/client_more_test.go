@@ -177,7 +177,7 @@ func TestUnclaimedResultReachesLaterCallback(t *testing.T) {
 	defer cancel()
 	waitFor(t, 5*time.Second, func() bool { return pendingWaiters(c) == 1 })
 	e.publishResult(t, e.identity, "node0", &protocol.Result{Op: protocol.OpSign, ResultType: protocol.ResultSuccess,
-		RequestID: "earlier", ClientID: "svcA"}, "")
+		RequestID: "earlier", ClientID: "svcA", KeyID: c.KeyID()}, "")
 	waitFor(t, 5*time.Second, func() bool { return c.Stats().Unclaimed >= 1 })
 	rec := &recorder{}
 	if err := c.OnSignResult(rec.add); err != nil {
@@ -205,7 +205,7 @@ func TestPanickingCallback(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.publishResult(t, e.identity, "node0", &protocol.Result{Op: protocol.OpKeygen, ResultType: protocol.ResultSuccess,
-		RequestID: "k1", ClientID: "svcA", WalletID: "w1"}, "")
+		RequestID: "k1", ClientID: "svcA", KeyID: c.KeyID(), WalletID: "w1"}, "")
 	for i := 0; i < 2; i++ {
 		select {
 		case r := <-calls:

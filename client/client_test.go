@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	decredecdsa "github.com/decred/dcrd/dcrec/secp256k1/v4/ecdsa"
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/routing"
 	"github.com/hwsigner/signer/routing/natstest"
@@ -304,7 +305,13 @@ func TestForgedAndMisroutedResultsAreDropped(t *testing.T) {
 	waitFor(t, 5*time.Second, func() bool { return pendingWaiters(c) == 1 })
 
 	res := &protocol.Result{Op: protocol.OpSign, ResultType: protocol.ResultSuccess, RequestID: "r-forged",
-		ClientID: "svcA", WalletID: "w1", TxID: "t1", KeyType: protocol.KeyTypeSecp256k1}
+		ClientID: "svcA", KeyID: c.KeyID(), WalletID: "w1", TxID: "t1", KeyType: protocol.KeyTypeSecp256k1}
+	ec, _ := walletKeys("w1")
+	compact := decredecdsa.SignCompact(ec, digest("x"), true)
+	if err := res.SetECDSASignature(compact[1:33], compact[33:], int(compact[0]-31)); err != nil {
+		t.Fatal(err)
+	}
+	res.PubKey = hex.EncodeToString(ec.PubKey().SerializeCompressed())
 	forger := newIdentity(t)
 	e.publishResult(t, forger, "node0", res, "") // claims node0, signed by another key
 	e.publishResult(t, forger, "node9", res, "") // a node not in the peer list

@@ -3,28 +3,67 @@
 //
 // A Client signs every request with the backend's key (a crypto.Signer:
 // Ed25519 or ECDSA P-256, in memory, an HSM or a KMS), publishes it to
-// MPC_REQUESTS with Nats-Msg-Id = request_id and waits for JetStream's
-// acknowledgement, so a request is either stored or the call fails. Results
-// arrive on the client's own durable consumers (see package routing); each
-// result's node signature is checked against the cluster's peer list before
-// it is delivered, and a result that fails is dropped and counted.
+// MPC_REQUESTS with Nats-Msg-Id = routing.RequestMsgID (scoped by client and
+// bound to the signed bytes, so that nothing published under a guessed id
+// suppresses it) and waits for JetStream's acknowledgement, so a request is
+// either stored or the call fails.
+//
+// Every node publishes its own signed result (Nats-Msg-Id =
+// routing.ResultMsgID). Results arrive on the client's own durable consumers
+// (see package routing); each node signature is checked against the
+// cluster's peer list (WithNodeKeys), a result that fails is dropped and
+// counted, a result for another client key (key_id: the refusal of a key
+// that claimed this client ID) is dropped as misrouted, and the rest are
+// collected per request (op, request_id) and decided with package attest:
+// no single node, and no set of t nodes, decides what the client sees.
+//
+//   - keygen succeeds when every node reports the same public keys; one
+//     member's error decides at once, and members reporting different
+//     keys give RESULT_MISMATCH, naming each node and what it reported;
+//   - sign and reshare succeed when t+1 nodes (WithSigners; default a
+//     majority of the node keys) report identical successes; an error is
+//     final when t+1 nodes report errors;
+//   - a Wait helper also checks a signature over its own tx under the
+//     result's pub_key (attest.VerifySignature) and refuses one that does
+//     not verify (RESULT_MISMATCH).
+//
+// The attestation rules and message ids are in docs/canonical-encoding.md
+// ("Verifying a committee's attestation").
 //
 // Two ways to receive results, usable together:
 //
-//   - callbacks: OnWalletCreationResult, OnSignResult, OnReshareResult. A
-//     callback runs for every result without a waiter, one at a time per
-//     operation; the result is acked after it returns (return only once the
-//     result is safely handled; results may be delivered more than once).
+//   - callbacks: OnWalletCreationResult, OnSignResult, OnReshareResult (or
+//     the On...Decision forms, which also get the attesting signed node
+//     results). A callback runs once per request without a waiter, with
+//     the attested result, one at a time per operation. The node results
+//     stay un-acked until the request is decided and are acked after the
+//     callback returns, so a crash or panic loses nothing: they are
+//     redelivered and decided again (return only once the result is safely
+//     handled; after a crash a result may be delivered again). Results that
+//     arrive after the decision are acked (remembered for at least 10
+//     minutes). A request still undecided the request TTL after its first
+//     result is handed to the callback as a TIMEOUT error result that says
+//     what each node reported.
 //   - blocking: CreateWalletAndWait, SignAndWait, ReshareAndWait wait for the
-//     result with their request_id; an error result comes back with a
-//     *ResultError.
+//     decision on their request_id; an error comes back as a *ResultError
+//     (stable code, what each node reported; it unwraps to the
+//     *attest.Error). At the caller's deadline the error is TIMEOUT,
+//     saying what was seen, wrapped together with ctx.Err().
 //
 // A result with neither a waiter nor a callback is not acked: it stays in
 // the stream and is redelivered (with a growing delay), so a callback
 // registered later, or another process of the same client, gets it.
 //
-// Several processes may share one clientID (they share its consumers); a Wait
-// helper then still gets its result, after the other processes have passed
-// it on. Connect with nats.CustomInboxPrefix when the server restricts inbox
-// subjects per client (docs/nats-server.conf.example).
+// Several processes may share one clientID and its key (they share its
+// consumers, and JetStream spreads the node results of one request over
+// them). A process passes on results it has no waiter or callback for, so
+// a Wait helper in one process still gets every result of its request once
+// the others have passed them on. Processes that all register callbacks
+// for one op each see only part of a request's results: run that op's
+// callback in one process. Processes with different keys for one clientID
+// drop each other's results: let in-flight requests finish before rotating
+// the key. Undecided results count against the consumer's MaxAckPending
+// (256): keep fewer undecided requests than that per op in flight. Connect
+// with nats.CustomInboxPrefix when the server restricts inbox subjects per
+// client (docs/nats-server.conf.example).
 package client

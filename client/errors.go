@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/hwsigner/signer/attest"
 	"github.com/hwsigner/signer/protocol"
 )
 
@@ -17,29 +18,50 @@ var (
 	// request_id.
 	ErrPendingRequestID = errors.New("client: a request with this request_id is already being waited for")
 	// ErrVerify: an independent signature check (VerifyECDSA,
-	// VerifyEd25519, VerifySignResult) failed.
-	ErrVerify = errors.New("client: signature verification failed")
+	// VerifyEd25519, VerifySignResult) failed. It is attest.ErrVerify.
+	ErrVerify = attest.ErrVerify
 )
 
-// ResultError is returned by the Wait helpers, together with the result,
-// when the cluster answered with an error result.
+// ResultError is returned by the Wait helpers when the committee's
+// decision is not a success: an error attested by t+1 nodes (any member for
+// keygen), RESULT_MISMATCH (members disagree, or a signature that does not
+// verify), or TIMEOUT at the caller's deadline (then wrapped together with
+// ctx.Err()). It unwraps to the *attest.Error.
 type ResultError struct {
 	RequestID string
 	Code      string // a stable code, see docs/error-codes.md
 	Reason    string
 	IsTimeout bool
+	// Nodes: what each node whose result was taken reported.
+	Nodes map[string]string
+
+	err *attest.Error
 }
 
 func (e *ResultError) Error() string {
 	return fmt.Sprintf("client: request %s failed: %s: %s", e.RequestID, e.Code, e.Reason)
 }
 
+// Unwrap returns the *attest.Error of the decision.
+func (e *ResultError) Unwrap() error {
+	if e.err == nil {
+		return nil
+	}
+	return e.err
+}
+
 // Retryable reports whether sending the request again may succeed.
 func (e *ResultError) Retryable() bool { return protocol.Retryable(e.Code) }
 
-func resultError(res *protocol.Result) error {
-	if res.Succeeded() {
+// resultError is the ResultError of a decision (nil for a success).
+func resultError(requestID string, d attest.Decision) error {
+	if d.Err == nil {
 		return nil
 	}
-	return &ResultError{RequestID: res.RequestID, Code: res.ErrorCode, Reason: res.ErrorReason, IsTimeout: res.IsTimeout}
+	ae, ok := d.Err.(*attest.Error)
+	if !ok {
+		ae = &attest.Error{Code: protocol.CodeInternal, Reason: d.Err.Error()}
+	}
+	return &ResultError{RequestID: requestID, Code: ae.Code, Reason: ae.Reason, IsTimeout: ae.Code == protocol.CodeTimeout,
+		Nodes: ae.Nodes, err: ae}
 }

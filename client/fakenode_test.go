@@ -34,6 +34,9 @@ type fakeNode struct {
 	identity crypto.Signer
 	policy   *policy.Policy
 	js       jetstream.JetStream
+	// tamper, when set, changes each result before it is signed (a
+	// dishonest node); set before the node starts.
+	tamper   func(protocol.Request, *protocol.Result)
 	handled  atomic.Int64
 	rejected atomic.Int64
 }
@@ -55,7 +58,15 @@ func walletKeys(walletID string) (*secp256k1.PrivateKey, ed25519.PrivateKey) {
 
 func startFakeNode(t *testing.T, ctx context.Context, js jetstream.JetStream, id string, identity crypto.Signer, pol *policy.Policy) *fakeNode {
 	t.Helper()
-	n := &fakeNode{id: id, identity: identity, policy: pol, js: js}
+	return startTamperingNode(t, ctx, js, id, identity, pol, nil)
+}
+
+// startTamperingNode starts a fake node whose results tamper changes (nil:
+// an honest node).
+func startTamperingNode(t *testing.T, ctx context.Context, js jetstream.JetStream, id string, identity crypto.Signer, pol *policy.Policy,
+	tamper func(protocol.Request, *protocol.Result)) *fakeNode {
+	t.Helper()
+	n := &fakeNode{id: id, identity: identity, policy: pol, js: js, tamper: tamper}
 	cons, err := routing.NodeConsumer(ctx, js, id)
 	if err != nil {
 		t.Fatal(err)
@@ -98,8 +109,14 @@ func (n *fakeNode) handle(ctx context.Context, m jetstream.Msg) {
 	default:
 		n.execute(req, res)
 	}
+	if n.tamper != nil {
+		n.tamper(req, res)
+	}
 	raw, err := protocol.SignResult(ctx, n.identity, n.id, res)
 	if err != nil {
+		if ctx.Err() != nil {
+			return // the test is over
+		}
 		panic(err)
 	}
 	subject, err := routing.ResultSubject(res)
@@ -107,7 +124,7 @@ func (n *fakeNode) handle(ctx context.Context, m jetstream.Msg) {
 		panic(err)
 	}
 	if _, err := n.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: raw},
-		jetstream.WithMsgID("result-"+env.RequestID)); err != nil && !errors.Is(err, context.Canceled) {
+		jetstream.WithMsgID(routing.ResultMsgID(env.ClientID, env.RequestID, n.id, raw))); err != nil && !errors.Is(err, context.Canceled) {
 		panic(err)
 	}
 	n.handled.Add(1)
@@ -130,9 +147,11 @@ func (n *fakeNode) execute(req protocol.Request, res *protocol.Result) {
 		}
 		ec, ed := walletKeys(r.WalletID)
 		if r.KeyType == protocol.KeyTypeEd25519 {
+			res.PubKey = hex.EncodeToString(ed.Public().(ed25519.PublicKey))
 			_ = res.SetEdDSASignature(ed25519.Sign(ed, r.Tx))
 			return
 		}
+		res.PubKey = hex.EncodeToString(ec.PubKey().SerializeCompressed())
 		compact := decredecdsa.SignCompact(ec, r.Tx, true)
 		_ = res.SetECDSASignature(compact[1:33], compact[33:], int(compact[0]-27-4))
 	case *protocol.ReshareRequest:

@@ -21,6 +21,7 @@ type config struct {
 	logger        *slog.Logger
 	ttl           time.Duration
 	resultAckWait time.Duration
+	signers       int // 0: a majority of nodeKeys
 }
 
 // WithClientID makes the client use its own result subjects and consumers.
@@ -85,6 +86,30 @@ func WithResultAckWait(d time.Duration) Option {
 			return fmt.Errorf("client: result ack wait %s, want at least 1s", d)
 		}
 		c.resultAckWait = d
+		return nil
+	}
+}
+
+// WithSigners sets t+1: how many distinct nodes must report the same
+// signing or resharing outcome (or an error) before the client accepts it
+// (keygen always needs every node). It must be the cluster's threshold as
+// configured on the nodes (`threshold:` in signerd's config, `signerd dev
+// --threshold`), between 1 and the number of node keys.
+//
+// The default is a majority of the node keys (2 of 3, 3 of 5): the usual
+// honest-majority setting, and no minority of nodes can then make the client
+// accept anything. A cluster configured otherwise must set it: with fewer
+// signers than a majority (2 of 4) only t+1 chosen nodes answer a signing
+// request and the default would never be met (TIMEOUT); with more (4 of 5)
+// the default would let fewer than t+1 nodes decide. The value applies to
+// every wallet: for a wallet reshared to another threshold, use a Client
+// made with that wallet's t+1.
+func WithSigners(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return fmt.Errorf("client: signers %d, want at least 1", n)
+		}
+		c.signers = n
 		return nil
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hwsigner/signer/attest"
 	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/routing"
 	"github.com/nats-io/nats.go"
@@ -20,7 +21,8 @@ type KeygenParams struct {
 	// empty means both.
 	KeyTypes []string
 	// RequestID is generated (128 random bits, hex) when empty. Reusing
-	// one when retrying makes the retry idempotent.
+	// one when retrying makes the retry idempotent: a node that already
+	// took the request answers REPLAYED and never runs it twice.
 	RequestID string
 }
 
@@ -101,7 +103,8 @@ func (c *Client) Reshare(ctx context.Context, p ReshareParams) (string, error) {
 	return c.send(ctx, p.request())
 }
 
-// CreateWalletAndWait submits a keygen request and waits for its result.
+// CreateWalletAndWait submits a keygen request and waits for its result:
+// the public keys every node reported identically.
 func (c *Client) CreateWalletAndWait(ctx context.Context, walletID string, keyTypes ...string) (*protocol.Result, error) {
 	return c.KeygenAndWait(ctx, KeygenParams{WalletID: walletID, KeyTypes: keyTypes})
 }
@@ -111,12 +114,15 @@ func (c *Client) KeygenAndWait(ctx context.Context, p KeygenParams) (*protocol.R
 	return c.submitAndWait(ctx, p.request())
 }
 
-// SignAndWait submits a signing request and waits for its result.
+// SignAndWait submits a signing request and waits for its result: t+1
+// identical successes whose signature verifies over p.Tx under the result's
+// pub_key (the wallet key, or the child key of p.DerivationPath).
 func (c *Client) SignAndWait(ctx context.Context, p SignParams) (*protocol.Result, error) {
 	return c.submitAndWait(ctx, p.request())
 }
 
-// ReshareAndWait submits a resharing request and waits for its result.
+// ReshareAndWait submits a resharing request and waits for its result (t+1
+// identical successes).
 func (c *Client) ReshareAndWait(ctx context.Context, p ReshareParams) (*protocol.Result, error) {
 	return c.submitAndWait(ctx, p.request())
 }
@@ -164,7 +170,9 @@ func (c *Client) send(ctx context.Context, req protocol.Request) (string, error)
 	return c.submit(ctx, req)
 }
 
-// submit signs and publishes a prepared req and waits for the PubAck.
+// submit signs and publishes a prepared req and waits for the PubAck. The
+// Nats-Msg-Id is routing.RequestMsgID: scoped by client and bound to the
+// signed bytes, so that nothing published under a guessed id suppresses it.
 func (c *Client) submit(ctx context.Context, req protocol.Request) (string, error) {
 	if c.isClosed() {
 		return "", ErrClosed
@@ -179,19 +187,20 @@ func (c *Client) submit(ctx context.Context, req protocol.Request) (string, erro
 		return "", fmt.Errorf("client: %s request %s: %w", op, id, err)
 	}
 	ack, err := c.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: raw},
-		jetstream.WithMsgID(id), jetstream.WithExpectStream(routing.RequestStream))
+		jetstream.WithMsgID(routing.RequestMsgID(c.clientID, id, raw)), jetstream.WithExpectStream(routing.RequestStream))
 	if err != nil {
 		return "", fmt.Errorf("client: publishing %s request %s: %w", op, id, err)
 	}
 	if ack.Duplicate {
-		c.log.Warn("request_id already published; the first request with this id stands", "op", op, "request_id", id)
+		c.log.Warn("these request bytes were already published; the first copy stands", "op", op, "request_id", id)
 	} else {
 		c.log.Debug("request published", "op", op, "request_id", id, "subject", subject, "seq", ack.Sequence)
 	}
 	return id, nil
 }
 
-// submitAndWait registers a waiter for the request_id, submits and waits.
+// submitAndWait registers a waiter for the request_id, submits and waits
+// for the committee's decision.
 func (c *Client) submitAndWait(ctx context.Context, req protocol.Request) (*protocol.Result, error) {
 	if err := c.prepare(req); err != nil {
 		return nil, err
@@ -204,16 +213,61 @@ func (c *Client) submitAndWait(ctx context.Context, req protocol.Request) (*prot
 	if err != nil {
 		return nil, err
 	}
-	defer c.removeWaiter(id, w)
+	defer c.dropWaiter(id, w)
 	if _, err := c.submit(ctx, req); err != nil {
 		return nil, err
 	}
 	select {
-	case res := <-w.ch:
-		return res, resultError(res)
+	case d := <-w.ch:
+		return c.waited(req, d)
 	case <-ctx.Done():
-		return nil, fmt.Errorf("client: waiting for the %s result of request %s: %w", op, id, ctx.Err())
+		d, owned := c.dropWaiter(id, w)
+		if !owned { // decided just now
+			select {
+			case d := <-w.ch:
+				return c.waited(req, d)
+			case <-c.done:
+				return nil, fmt.Errorf("client: waiting for the %s result of request %s: %w", op, id, ErrClosed)
+			}
+		}
+		return nil, fmt.Errorf("client: waiting for the %s result of request %s: %w: %w", op, id, ctx.Err(), resultError(id, d))
 	case <-c.done:
 		return nil, fmt.Errorf("client: waiting for the %s result of request %s: %w", op, id, ErrClosed)
 	}
+}
+
+// waited turns a waiter's decision into the Wait helpers' return values.
+// A success must also match the request (wallet_id, tx_id, key_type,
+// session_id) and, for signing, its signature must verify over the
+// request's tx under its pub_key; otherwise it is refused as
+// RESULT_MISMATCH.
+func (c *Client) waited(req protocol.Request, d attest.Decision) (*protocol.Result, error) {
+	id := req.Env().RequestID
+	if d.Err != nil {
+		return d.Result, resultError(id, d)
+	}
+	if err := matches(req, d.Result); err != nil {
+		res := &protocol.Result{Op: d.Result.Op, RequestID: id, ClientID: d.Result.ClientID, KeyID: d.Result.KeyID,
+			WalletID: d.Result.WalletID, TxID: d.Result.TxID, SessionID: d.Result.SessionID, KeyType: d.Result.KeyType}
+		reason := fmt.Sprintf("the attested success (%d nodes) does not fit the request: %v", len(d.Attestations), err)
+		res.SetError(protocol.CodeResultMismatch, reason)
+		c.log.Error("refusing an attested result that does not fit the request", "op", res.Op, "request_id", id, "err", err)
+		return res, resultError(id, attest.Decision{Result: res, Err: &attest.Error{Code: protocol.CodeResultMismatch, Reason: reason}})
+	}
+	return d.Result, nil
+}
+
+func matches(req protocol.Request, res *protocol.Result) error {
+	want := protocol.NewResult(req)
+	switch {
+	case res.WalletID != want.WalletID:
+		return fmt.Errorf("wallet_id %q, want %q", res.WalletID, want.WalletID)
+	case res.TxID != want.TxID || res.KeyType != want.KeyType || res.SessionID != want.SessionID:
+		return fmt.Errorf("tx_id/key_type/session_id %q/%q/%q, want %q/%q/%q", res.TxID, res.KeyType, res.SessionID,
+			want.TxID, want.KeyType, want.SessionID)
+	}
+	if r, ok := req.(*protocol.SigningRequest); ok {
+		return attest.VerifySignature(res, r.Tx)
+	}
+	return nil
 }

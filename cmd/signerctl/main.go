@@ -28,6 +28,9 @@ type globals struct {
 	natsURL, keyFile, clientID, clusterFile string
 	timeout                                 time.Duration
 	json                                    bool
+	// signers: t+1 the client requires (--signers, else the cluster
+	// file's threshold, else the client's default, a majority).
+	signers int
 }
 
 func main() {
@@ -51,6 +54,10 @@ The client key (--key) is a PEM PKCS#8 Ed25519 or ECDSA P-256 private key; the
 nodes' policy must bind it to --client-id. The nodes' identity keys, needed to
 check result signatures, come from --cluster (the cluster.json that
 "signerd dev" writes, or one you write with a "peers" map of PEM keys).
+Every node publishes its own signed result; signerctl accepts a keygen only
+when every node reports the same keys, and a signature or reshare only when
+--signers nodes (t+1; default: the cluster file's "threshold", else a
+majority of the peers) report the same outcome.
 
 Operator commands work on one node's hardware and store, with the node
 stopped: "token init" (PKCS#11), "init" (create the wrapping and identity
@@ -66,6 +73,7 @@ keys), "identity" (print the identity key for the peers map) and
 	f.StringVar(&g.clusterFile, "cluster", ".signerd-dev/cluster.json", "cluster file with the nodes' identity keys")
 	f.DurationVar(&g.timeout, "timeout", 10*time.Minute, "how long to wait for a result")
 	f.BoolVar(&g.json, "json", false, "print results as JSON")
+	f.IntVar(&g.signers, "signers", 0, "nodes that must report the same sign or reshare outcome: the cluster's threshold, t+1 (default: \"threshold\" from --cluster, else a majority of its peers)")
 	root.AddCommand(walletCmd(g), signCmd(g), reshareCmd(g), verifyCmd(), deriveCmd(), initCmd(), identityCmd(), keyCmd(), tokenCmd(), backupCmd(g), restoreCmd(g), statusCmd(g), storeCmd(g), benchCmd(g))
 	return root
 }
@@ -74,6 +82,8 @@ type clusterFile struct {
 	NATSURL   string            `json:"nats_url"`
 	ClientKey string            `json:"client_key"`
 	Peers     map[string]string `json:"peers"`
+	// Threshold: nodes that must sign (t+1), as signerd dev writes it.
+	Threshold int `json:"threshold,omitempty"`
 }
 
 // cluster reads the cluster file: it fills in --nats and --key when not
@@ -92,6 +102,9 @@ func (g *globals) cluster() (map[string]crypto.PublicKey, error) {
 	}
 	if g.keyFile == "" {
 		g.keyFile = cf.ClientKey
+	}
+	if g.signers == 0 {
+		g.signers = cf.Threshold
 	}
 	keys := map[string]crypto.PublicKey{}
 	for id, p := range cf.Peers {
@@ -122,6 +135,9 @@ func (g *globals) connect(ctx context.Context) (*client.Client, func(), error) {
 		return nil, nil, fmt.Errorf("connect to NATS %s: %w", g.natsURL, err)
 	}
 	opts := []client.Option{client.WithNodeKeys(keys)}
+	if g.signers != 0 {
+		opts = append(opts, client.WithSigners(g.signers))
+	}
 	if g.clientID != "" {
 		opts = append(opts, client.WithClientID(g.clientID))
 	}

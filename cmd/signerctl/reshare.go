@@ -58,7 +58,7 @@ committee as it was. The result arrives on mpc.mpc_reshare_result[.<clientID>].<
 			if err != nil {
 				var re *client.ResultError
 				if errors.As(err, &re) && g.json {
-					_ = output(g, map[string]any{"result_type": "error", "error_code": re.Code, "error_reason": re.Reason, "request_id": re.RequestID, "session_id": sessionID}, func() {})
+					_ = output(g, map[string]any{"result_type": "error", "error_code": re.Code, "error_reason": re.Reason, "request_id": re.RequestID, "session_id": sessionID, "nodes": re.Nodes}, func() {})
 				}
 				return err
 			}

@@ -216,6 +216,9 @@ func TestHostileRequests(t *testing.T) {
 	if _, err := cl.KeygenAndWait(ctx, client.KeygenParams{WalletID: "w-ed", KeyTypes: []string{"ed25519"}}); err != nil {
 		t.Fatal(err)
 	}
+	// got: the client's decisions, one per request. seen: every node result
+	// published on svcA's subject (a core NATS subscription sees each
+	// publication without consuming it): request -> node -> error code.
 	var mu sync.Mutex
 	got := map[string][]protocol.Result{}
 	if err := cl.OnSignResult(func(r protocol.Result) {
@@ -227,14 +230,44 @@ func TestHostileRequests(t *testing.T) {
 	}
 	nc, _ := nats.Connect(c.URL)
 	defer nc.Close()
+	seen := map[string]map[string]map[string]protocol.Result{}
+	resSubj, _ := routing.SigningResultSubject("svcA")
+	if _, err := nc.Subscribe(resSubj, func(m *nats.Msg) {
+		r, err := protocol.VerifyResult(m.Data, c.NodeKeys)
+		if err != nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if seen[r.RequestID] == nil {
+			seen[r.RequestID] = map[string]map[string]protocol.Result{}
+		}
+		if seen[r.RequestID][r.ErrorCode] == nil {
+			seen[r.RequestID][r.ErrorCode] = map[string]protocol.Result{}
+		}
+		seen[r.RequestID][r.ErrorCode][r.NodeID] = *r
+	}); err != nil {
+		t.Fatal(err)
+	}
+	nodes := func(id, code string) int { // distinct nodes that published code ("" : success) for id
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen[id][code])
+	}
+	decisions := func(id string) []protocol.Result {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]protocol.Result(nil), got[id]...)
+	}
 	js, _ := jetstream.New(nc)
 	subj, _ := routing.SigningRequestSubject("w-ed")
-	publish := func(raw []byte, msgID string) {
+	publishOn := func(subj string, raw []byte, msgID string) {
 		t.Helper()
 		if _, err := js.Publish(ctx, subj, raw, jetstream.WithMsgID(msgID)); err != nil {
 			t.Fatal(err)
 		}
 	}
+	publish := func(raw []byte, msgID string) { t.Helper(); publishOn(subj, raw, msgID) }
 	build := func(signer crypto.Signer, clientID, reqID, wallet string, created time.Time) []byte {
 		t.Helper()
 		r := &protocol.SigningRequest{WalletID: wallet, KeyType: "ed25519", TxID: "t-" + reqID, Tx: []byte("msg")}
@@ -252,64 +285,53 @@ func TestHostileRequests(t *testing.T) {
 	publish(build(stranger, "svcA", "forged-1", "w-ed", now), "forged-1")
 	// Expired.
 	publish(build(keys["svcA"].signer, "svcA", "expired-1", "w-ed", now.Add(-10*time.Minute)), "expired-1")
-	// Unknown wallet.
-	publish(build(keys["svcA"].signer, "svcA", "unknown-1", "no-such-wallet", now), "unknown-1")
-	// Spoofed clientID: svcB's key claims svcA; the error goes to the
-	// claimed svcA's subject (where a requester using that ID listens),
-	// with svcB's key_id, and nothing to svcB.
+	// Unknown wallet (on its own subject: a body naming another wallet than
+	// the subject is dropped).
+	unknownSubj, _ := routing.SigningRequestSubject("no-such-wallet")
+	publishOn(unknownSubj, build(keys["svcA"].signer, "svcA", "unknown-1", "no-such-wallet", now), "unknown-1")
+	// Spoofed clientID: svcB's key claims svcA; every node refuses on the
+	// claimed svcA's subject with svcB's key_id. svcA's client drops those
+	// (another key's), svcB gets nothing.
 	clB := newClient(t, c, keys["svcB"])
 	var bmu sync.Mutex
 	var bgot []protocol.Result
 	_ = clB.OnSignResult(func(r protocol.Result) { bmu.Lock(); bgot = append(bgot, r); bmu.Unlock() })
 	publish(build(keys["svcB"].signer, "svcA", "spoof-1", "w-ed", now), "spoof-1")
 	// Replayed: the same signed request twice (a fresh Nats-Msg-Id defeats
-	// JetStream's dedupe; the nodes' journal catches it). Every node
-	// publishes its own result: the two signers' successes first, then
-	// each node's REPLAYED.
-	count := func(id, code string) int {
-		mu.Lock()
-		defer mu.Unlock()
-		k := 0
-		for _, r := range got[id] {
-			if r.ErrorCode == code {
-				k++
-			}
-		}
-		return k
-	}
+	// JetStream's dedupe; the nodes' journal catches it). Each node answers
+	// the replay REPLAYED; the client decided the request with the two
+	// signers' successes and never hands a REPLAYED to the callback.
 	good := build(keys["svcA"].signer, "svcA", "replay-1", "w-ed", now)
 	publish(good, "replay-1a")
-	waitFor(t, func() bool { return count("replay-1", "") >= 2 })
+	waitFor(t, func() bool { return len(decisions("replay-1")) == 1 && nodes("replay-1", "") == 2 })
 	publish(good, "replay-1b")
 
 	waitFor(t, func() bool {
-		return count("expired-1", protocol.CodeExpired) == 3 && count("unknown-1", protocol.CodeUnknownWallet) == 3 &&
-			count("replay-1", protocol.CodeReplayed) == 3 && count("spoof-1", protocol.CodeUnauthorizedClient) == 3
+		return nodes("expired-1", protocol.CodeExpired) == 3 && nodes("unknown-1", protocol.CodeUnknownWallet) == 3 &&
+			nodes("replay-1", protocol.CodeReplayed) == 3 && nodes("spoof-1", protocol.CodeUnauthorizedClient) == 3
 	})
-	mu.Lock()
-	defer mu.Unlock()
-	checks := []struct{ id, code string }{{"expired-1", protocol.CodeExpired}, {"unknown-1", protocol.CodeUnknownWallet}}
+	// The client has taken all of them: the refusals of svcB's key dropped,
+	// the REPLAYED answers acked as results of a decided request.
+	waitFor(t, func() bool { s := cl.Stats(); return s.Misrouted == 3 && s.Stragglers >= 3+2 })
+	checks := []struct{ id, code string }{{"expired-1", protocol.CodeExpired}, {"unknown-1", protocol.CodeUnknownWallet}, {"replay-1", ""}}
 	for _, ch := range checks {
-		if r := got[ch.id][0]; r.ErrorCode != ch.code {
-			t.Errorf("%s: got %q, want %q", ch.id, r.ErrorCode, ch.code)
+		if d := decisions(ch.id); len(d) != 1 || d[0].ErrorCode != ch.code {
+			t.Errorf("%s: decisions %+v, want one with code %q", ch.id, d, ch.code)
 		}
-	}
-	for _, r := range got["replay-1"] {
-		if r.ResultType != protocol.ResultSuccess && r.ErrorCode != protocol.CodeReplayed {
-			t.Errorf("replay: %+v", r)
-		}
-	}
-	if len(got["replay-1"]) != 5 {
-		t.Errorf("replay: %d results, want 2 successes and 3 REPLAYED", len(got["replay-1"]))
 	}
 	keyB, _ := protocol.KeyID(keys["svcB"].signer.Public())
-	for _, r := range got["spoof-1"] {
+	mu.Lock()
+	for node, r := range seen["spoof-1"][protocol.CodeUnauthorizedClient] {
 		if r.KeyID != keyB || r.ClientID != "svcA" {
-			t.Errorf("spoof: UNAUTHORIZED_CLIENT with key_id %q client_id %q, want svcB's key %q on svcA", r.KeyID, r.ClientID, keyB)
+			t.Errorf("spoof: %s's UNAUTHORIZED_CLIENT has key_id %q client_id %q, want svcB's key %q on svcA", node, r.KeyID, r.ClientID, keyB)
 		}
 	}
-	if len(got["forged-1"]) != 0 {
-		t.Errorf("svcA received %d results for the forged request", len(got["forged-1"]))
+	mu.Unlock()
+	if d := decisions("spoof-1"); len(d) != 0 {
+		t.Errorf("svcA's callback got the refusal of svcB's key: %+v", d)
+	}
+	if d := decisions("forged-1"); len(d) != 0 || nodes("forged-1", "") != 0 {
+		t.Errorf("results for the forged request: %+v", d)
 	}
 	bmu.Lock()
 	if len(bgot) != 0 {
