@@ -31,6 +31,9 @@ type Result struct {
 	TxID      string `json:"tx_id,omitempty"`
 	SessionID string `json:"session_id,omitempty"`
 	KeyType   string `json:"key_type,omitempty"`
+	// KeyID is the requesting client key's id (KeyID of its public key),
+	// so that a client can tell a result for another key from its own.
+	KeyID string `json:"key_id,omitempty"`
 
 	// Keygen: public keys (secp256k1 compressed SEC1, ed25519 32 bytes).
 	ECDSAPubKey string `json:"ecdsa_pub_key,omitempty"`
@@ -62,6 +65,7 @@ func NewResult(req Request) *Result {
 		ResultType: ResultSuccess,
 		RequestID:  env.RequestID,
 		ClientID:   env.ClientID,
+		KeyID:      env.KeyID,
 	}
 	switch r := req.(type) {
 	case *KeygenRequest:

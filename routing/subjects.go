@@ -1,6 +1,8 @@
 package routing
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -244,4 +246,22 @@ func ResultStreamSubjects() []string {
 		subjectRoot + "." + signingResultToken + ".>",
 		subjectRoot + "." + reshareResultToken + ".>",
 	}
+}
+
+// RequestMsgID is the Nats-Msg-Id of a signed request: scoped by client and bound to the exact bytes,
+// so that junk published under a guessed id cannot suppress the real request.
+func RequestMsgID(clientID, requestID string, raw []byte) string {
+	return "req." + clientID + "." + requestID + "." + digest(raw)
+}
+
+// ResultMsgID is the Nats-Msg-Id of one node's signed result: one per node, scoped by client and bound
+// to the exact bytes (a node's retries of the same bytes dedupe; junk cannot collide).
+func ResultMsgID(clientID, requestID, nodeID string, raw []byte) string {
+	return "result." + clientID + "." + requestID + "." + nodeID + "." + digest(raw)
+}
+
+// digest returns the first 32 hex digits of SHA-256(raw).
+func digest(raw []byte) string {
+	sum := sha256.Sum256(raw)
+	return hex.EncodeToString(sum[:])[:32]
 }

@@ -190,3 +190,42 @@ func TestFiltersDoNotOverlap(t *testing.T) {
 		}
 	}
 }
+
+func TestMsgIDs(t *testing.T) {
+	const hx = "2d711642b726b04401627ca9fbac32f5" // sha256("x")[:16], hex
+	const he = "e3b0c44298fc1c149afbf4c8996fb924" // sha256("")[:16], hex
+	tests := []struct {
+		name string
+		got  string
+		want string
+	}{
+		{"request scoped", RequestMsgID("svcA", "r1", []byte("x")), "req.svcA.r1." + hx},
+		{"request legacy", RequestMsgID("", "r1", []byte("x")), "req..r1." + hx},
+		{"request empty body", RequestMsgID("svcA", "r1", nil), "req.svcA.r1." + he},
+		{"result scoped", ResultMsgID("svcA", "r1", "node-1", []byte("x")), "result.svcA.r1.node-1." + hx},
+		{"result legacy", ResultMsgID("", "r1", "node-1", []byte("x")), "result..r1.node-1." + hx},
+		{"result empty body", ResultMsgID("svcA", "r1", "node-1", []byte{}), "result.svcA.r1.node-1." + he},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.got != tc.want {
+				t.Fatalf("got %q, want %q", tc.got, tc.want)
+			}
+		})
+	}
+	// Distinct inputs give distinct ids.
+	ids := map[string]string{}
+	for name, id := range map[string]string{
+		"client":  ResultMsgID("svcB", "r1", "node-1", []byte("x")),
+		"request": ResultMsgID("svcA", "r2", "node-1", []byte("x")),
+		"node":    ResultMsgID("svcA", "r1", "node-2", []byte("x")),
+		"bytes":   ResultMsgID("svcA", "r1", "node-1", []byte("y")),
+		"base":    ResultMsgID("svcA", "r1", "node-1", []byte("x")),
+		"req":     RequestMsgID("svcA", "r1", []byte("x")),
+	} {
+		if other, dup := ids[id]; dup {
+			t.Fatalf("%s and %s share id %q", name, other, id)
+		}
+		ids[id] = name
+	}
+}

@@ -39,10 +39,16 @@ func deriveChild(meta store.WalletMeta, path []uint32) (*ceremony.Derivation, er
 	return d, nil
 }
 
-// setChildPubKey puts the key that signed into a successful result's
-// pub_key when the request had a derivation path.
-func setChildPubKey(res *protocol.Result, d *ceremony.Derivation) {
-	if d != nil && res.Succeeded() {
-		res.PubKey = hex.EncodeToString(d.Child.PubKey)
+// setSignPubKey puts the key that signed into a successful sign result's
+// pub_key: the wallet key, or the child key when the request had a
+// derivation path. A client checks the signature against it.
+func setSignPubKey(res *protocol.Result, meta store.WalletMeta, d *ceremony.Derivation) {
+	if !res.Succeeded() {
+		return
 	}
+	if d != nil {
+		res.PubKey = hex.EncodeToString(d.Child.PubKey)
+		return
+	}
+	res.PubKey = hex.EncodeToString(meta.PubKey)
 }

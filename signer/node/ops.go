@@ -163,7 +163,7 @@ func (n *Node) signAs(ctx context.Context, r *protocol.SigningRequest, res *prot
 	if err := sig.Fill(res); err != nil {
 		return failed(res, protocol.CodeInternal, err.Error())
 	}
-	setChildPubKey(res, deriv)
+	setSignPubKey(res, meta, deriv)
 	return succeeded(res)
 }
 
