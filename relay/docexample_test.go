@@ -2,6 +2,10 @@ package relay_test
 
 import (
 	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -46,6 +50,15 @@ func TestDocExampleThroughRelay(t *testing.T) {
 		PublicKeys:  []string{pemBlock},
 	}}}
 	cfg.NATS.URL = "nats://127.0.0.1:1" // never reached
+	nodes := map[string]crypto.PublicKey{}
+	for _, id := range []string{"node0", "node1", "node2"} {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes[id] = k.Public()
+	}
+	cfg.Cluster = clusterConfig(t, nodes, 2)
 	r, err := relay.New(cfg, quietLogger())
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
@@ -116,6 +117,7 @@ func (e *env) config(t testing.TB, hooks map[string]*receiver) relay.Config {
 	t.Helper()
 	cfg := relay.Config{Clients: map[string]*relay.ClientConfig{}}
 	cfg.NATS.URL = e.c.URL
+	cfg.Cluster = clusterConfig(t, e.c.NodeKeys, 2)
 	for id, k := range e.keys {
 		pem, _ := keyfile.MarshalPublicKeyPEM(k.Public())
 		cc := &relay.ClientConfig{
@@ -136,6 +138,20 @@ func (e *env) config(t testing.TB, hooks map[string]*receiver) relay.Config {
 		cfg.Clients[id] = cc
 	}
 	return cfg
+}
+
+// clusterConfig returns the relay's cluster section for node keys.
+func clusterConfig(t testing.TB, keys map[string]crypto.PublicKey, signers int) relay.ClusterConfig {
+	t.Helper()
+	c := relay.ClusterConfig{Peers: map[string]string{}, Signers: signers}
+	for id, k := range keys {
+		pem, err := keyfile.MarshalPublicKeyPEM(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Peers[id] = pem
+	}
+	return c
 }
 
 // running is one relay in this process, served by httptest.
