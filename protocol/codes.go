@@ -31,6 +31,12 @@ const (
 	CodeInternal = "INTERNAL"
 	// CodeNoPreparams: the pre-parameter pool is empty; retry later.
 	CodeNoPreparams = "NO_PREPARAMS"
+	// CodeResultMismatch: the committee's results do not attest one
+	// outcome: members reported different successes (keygen), or a success
+	// did not verify over the request (a signature under pub_key). Decided
+	// by the client (package attest), never sent by a node; the results
+	// that conflict name the nodes.
+	CodeResultMismatch = "RESULT_MISMATCH"
 )
 
 // ErrorCodes returns every stable error code, in documentation order.
@@ -39,7 +45,7 @@ func ErrorCodes() []string {
 		CodeBadRequest, CodeInvalidSignature, CodeExpired, CodeReplayed,
 		CodeUnauthorizedClient, CodeUnknownWallet, CodeWalletExists,
 		CodeNodesNotReady, CodeTimeout, CodeCeremonyFailed, CodeHSMFailure,
-		CodeInternal, CodeNoPreparams,
+		CodeInternal, CodeNoPreparams, CodeResultMismatch,
 	}
 }
 
