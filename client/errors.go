@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/hwsigner/signer/attest"
 	"github.com/hwsigner/signer/protocol"
 )
 
@@ -17,8 +18,8 @@ var (
 	// request_id.
 	ErrPendingRequestID = errors.New("client: a request with this request_id is already being waited for")
 	// ErrVerify: an independent signature check (VerifyECDSA,
-	// VerifyEd25519, VerifySignResult) failed.
-	ErrVerify = errors.New("client: signature verification failed")
+	// VerifyEd25519, VerifySignResult) failed. It is attest.ErrVerify.
+	ErrVerify = attest.ErrVerify
 )
 
 // ResultError is returned by the Wait helpers, together with the result,
