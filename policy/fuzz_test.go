@@ -67,6 +67,8 @@ func FuzzParsePolicy(f *testing.F) {
 	p256PEM, _ := keyfile.MarshalPublicKeyPEM(fuzzP256.Public())
 	yamlPolicy := "clients:\n  - name: a\n    public_key: |\n      " + strings.ReplaceAll(strings.TrimSpace(edPEM), "\n", "\n      ") + "\n    client_ids: [svcA, \"\"]\n    ops: [sign]\n"
 	jsonPolicy, _ := json.Marshal(Config{Clients: []ClientConfig{{Name: "b", PublicKey: p256PEM, ClientIDs: []string{"svcB"}, Ops: []string{"keygen", "sign"}}}})
+	grantsPolicy, _ := json.Marshal(Config{Clients: []ClientConfig{{Name: "g", PublicKey: p256PEM, ClientIDs: []string{"svcB"}, Ops: []string{"sign"},
+		WalletGrants: []WalletGrant{{Owner: "svcA", Wallets: []string{"w1", "w2"}}}}}})
 	seeds := map[string][]byte{
 		"yaml":         []byte(yamlPolicy),
 		"json":         jsonPolicy,
@@ -74,6 +76,8 @@ func FuzzParsePolicy(f *testing.F) {
 		"rsa-key":      []byte("clients:\n  - {name: r, public_key: MFwwDQYJKoZIhvcNAQEBBQADSwAwSAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8QuKUpRKfFLfRYC9AIKjbJTWit+CqvjWYzvQwECAwEAAQ==, client_ids: [x], ops: [sign]}\n"),
 		"bad-op":       []byte("clients:\n  - {name: a, public_key: x, client_ids: [a], ops: [delete]}\n"),
 		"yaml-aliases": []byte("a: &a [x, x]\nb: &b [*a, *a]\nclients: *b\n"),
+		"grants":       grantsPolicy,
+		"grant-legacy": []byte(yamlPolicy + "    wallet_grants: [{owner: \"\", wallets: [w3]}]\n"),
 	}
 	writeSeeds(f, "FuzzParsePolicy", seeds)
 	for _, s := range seeds {

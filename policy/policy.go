@@ -43,6 +43,18 @@ var (
 //	      -----END PUBLIC KEY-----
 //	    client_ids: [svcA, ""]     # "" = the legacy subjects
 //	    ops: [keygen, sign, reshare]
+//	  - name: ops
+//	    public_key: ...
+//	    client_ids: [svcB]
+//	    ops: [sign, reshare]
+//	    wallet_grants:             # wallets of other owners svcB may use
+//	      - {owner: svcA, wallets: [w1, w2]}
+//
+// A wallet belongs to the client ID that created it. Sign and reshare
+// requests for it are allowed from that client ID, and from a client ID
+// whose entry grants it the wallet by owner and wallet ID (MayUseWallet).
+// A wallet created by a legacy client ("") is usable by legacy clients only
+// and cannot be granted.
 type Config struct {
 	Clients []ClientConfig `yaml:"clients" json:"clients"`
 }
@@ -58,12 +70,23 @@ type ClientConfig struct {
 	ClientIDs []string `yaml:"client_ids" json:"client_ids"`
 	// Ops the key may request: keygen, sign, reshare.
 	Ops []string `yaml:"ops" json:"ops"`
+	// WalletGrants lists wallets of other owners that every client ID of
+	// this entry may use (sign, reshare, as its ops allow).
+	WalletGrants []WalletGrant `yaml:"wallet_grants,omitempty" json:"wallet_grants,omitempty"`
+}
+
+// WalletGrant names wallets of one owner (the client ID that created them).
+type WalletGrant struct {
+	Owner   string   `yaml:"owner" json:"owner"`
+	Wallets []string `yaml:"wallets" json:"wallets"`
 }
 
 // Policy binds client keys (by key ID) to client IDs and operations. It is
 // immutable once built and safe for concurrent use.
 type Policy struct {
 	byKeyID map[string]*entry
+	// grants: grantee client ID -> owner client ID -> wallet IDs.
+	grants map[string]map[string][]string
 }
 
 type entry struct {
@@ -111,7 +134,7 @@ func LoadFile(path string) (*Policy, error) {
 // public key listed once, at least one valid client ID (or "") and at least
 // one known op. Errors wrap ErrInvalid.
 func New(cfg Config) (*Policy, error) {
-	p := &Policy{byKeyID: map[string]*entry{}}
+	p := &Policy{byKeyID: map[string]*entry{}, grants: map[string]map[string][]string{}}
 	for i, c := range cfg.Clients {
 		where := fmt.Sprintf("clients[%d] (%s)", i, c.Name)
 		if strings.TrimSpace(c.Name) == "" {
@@ -147,6 +170,25 @@ func New(cfg Config) (*Policy, error) {
 				return nil, fmt.Errorf("%w: %s: unknown op %q", ErrInvalid, where, op)
 			}
 		}
+		for j, g := range c.WalletGrants {
+			if err := protocol.ValidToken(g.Owner); err != nil {
+				return nil, fmt.Errorf("%w: %s: wallet_grants[%d]: owner (a legacy owner \"\" cannot be granted): %v", ErrInvalid, where, j, err)
+			}
+			if len(g.Wallets) == 0 {
+				return nil, fmt.Errorf("%w: %s: wallet_grants[%d]: wallets empty", ErrInvalid, where, j)
+			}
+			for _, w := range g.Wallets {
+				if err := protocol.ValidToken(w); err != nil {
+					return nil, fmt.Errorf("%w: %s: wallet_grants[%d]: wallets: %v", ErrInvalid, where, j, err)
+				}
+			}
+			for _, id := range c.ClientIDs {
+				if p.grants[id] == nil {
+					p.grants[id] = map[string][]string{}
+				}
+				p.grants[id][g.Owner] = append(p.grants[id][g.Owner], g.Wallets...)
+			}
+		}
 		p.byKeyID[keyID] = &entry{
 			name:      c.Name,
 			pub:       pub,
@@ -161,8 +203,9 @@ func New(cfg Config) (*Policy, error) {
 // clientID and request op. Errors: ErrUnknownKey (pub is nil),
 // protocol.ErrUnknownOp, ErrClientIDNotAllowed and ErrOpNotAllowed. For the
 // last two pub is still returned, so the caller verifies the request's
-// signature before it answers UNAUTHORIZED_CLIENT (to PrimaryClientID, never
-// to the claimed clientID).
+// signature before it answers UNAUTHORIZED_CLIENT (on the claimed clientID's
+// subject, where the requester listens; the result's key_id tells the
+// client bound to that ID that the answer is not for one of its keys).
 func (p *Policy) Authorize(keyID, clientID, op string) (crypto.PublicKey, error) {
 	e, ok := p.byKeyID[keyID]
 	if !ok {
@@ -178,6 +221,20 @@ func (p *Policy) Authorize(keyID, clientID, op string) (crypto.PublicKey, error)
 		return e.pub, fmt.Errorf("%w: key %s (%s) may not %s", ErrOpNotAllowed, keyID, e.name, op)
 	}
 	return e.pub, nil
+}
+
+// MayUseWallet reports whether clientID may use (sign with, reshare) the
+// wallet walletID that owner created: it is its own (the same client ID;
+// legacy wallets, owner "", belong to the legacy client "" alone), or an
+// entry listing clientID grants it owner's walletID.
+func (p *Policy) MayUseWallet(clientID, owner, walletID string) bool {
+	if clientID == owner {
+		return true
+	}
+	if owner == "" {
+		return false
+	}
+	return slices.Contains(p.grants[clientID][owner], walletID)
 }
 
 // PrimaryClientID returns the first client ID bound to keyID: the requester's

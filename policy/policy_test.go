@@ -171,3 +171,94 @@ func TestPolicyInvalid(t *testing.T) {
 		t.Errorf("missing file: %v", err)
 	}
 }
+
+func TestMayUseWallet(t *testing.T) {
+	pemA, _ := keyfile.MarshalPublicKeyPEM(newEd25519(t).Public())
+	pemB, _ := keyfile.MarshalPublicKeyPEM(newP256(t).Public())
+	pemL, _ := keyfile.MarshalPublicKeyPEM(newEd25519(t).Public())
+	doc := fmt.Sprintf(`clients:
+  - name: service A
+    public_key: %q
+    client_ids: [svcA]
+    ops: [keygen, sign, reshare]
+  - name: ops
+    public_key: %q
+    client_ids: [svcB, svcB-batch]
+    ops: [sign, reshare]
+    wallet_grants:
+      - {owner: svcA, wallets: [w1, w2]}
+      - owner: svcC
+        wallets: [w9]
+  - name: old backend
+    public_key: %q
+    client_ids: [""]
+    ops: [sign]
+    wallet_grants: [{owner: svcA, wallets: [w3]}]
+`, pemA, pemB, pemL)
+	p, err := Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		client, owner, wallet string
+		want                  bool
+	}{
+		{"svcA", "svcA", "w1", true},           // its own
+		{"svcA", "svcA", "anything", true},     // its own, any wallet
+		{"svcB", "svcA", "w1", true},           // granted
+		{"svcB", "svcA", "w2", true},           // granted
+		{"svcB-batch", "svcA", "w1", true},     // every client ID of the entry
+		{"svcB", "svcA", "w3", false},          // not granted
+		{"svcB", "svcC", "w9", true},           // second grant
+		{"svcB", "svcC", "w1", false},          // w1 is granted of svcA, not svcC
+		{"svcA", "svcB", "w1", false},          // grants are one way
+		{"svcD", "svcA", "w1", false},          // unknown client
+		{"", "", "w1", true},                   // legacy wallet, legacy client
+		{"svcA", "", "w1", false},              // legacy wallet, scoped client
+		{"svcB", "", "w1", false},              // legacy wallets cannot be granted
+		{"", "svcA", "w3", true},               // a legacy client may be granted
+		{"", "svcA", "w1", false},              // but only what it is granted
+		{"svcB", "svcA", "", false},            // no wallet ID
+		{"svcB", "svcA", "W1", false},          // IDs are exact
+		{"svcb", "svcA", "w1", false},          // client IDs are exact
+		{"svcB-batch", "svcC", "w9", true},     // second grant, second client ID
+		{"svcB", "svcA-other", "w1", false},    // owner must match exactly
+		{"svcB-batch", "svcB", "w-own", false}, // another ID of the same entry is another owner
+	}
+	for _, tt := range tests {
+		if got := p.MayUseWallet(tt.client, tt.owner, tt.wallet); got != tt.want {
+			t.Errorf("MayUseWallet(%q, %q, %q) = %v, want %v", tt.client, tt.owner, tt.wallet, got, tt.want)
+		}
+	}
+	// JSON carries the same grants.
+	js, _ := json.Marshal(Config{Clients: []ClientConfig{{Name: "ops", PublicKey: pemB, ClientIDs: []string{"svcB"}, Ops: []string{"sign"},
+		WalletGrants: []WalletGrant{{Owner: "svcA", Wallets: []string{"w1"}}}}}})
+	pj, err := Parse(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pj.MayUseWallet("svcB", "svcA", "w1") || pj.MayUseWallet("svcB", "svcA", "w2") {
+		t.Error("JSON grants not applied")
+	}
+}
+
+func TestWalletGrantsInvalid(t *testing.T) {
+	pem, _ := keyfile.MarshalPublicKeyPEM(newEd25519(t).Public())
+	for name, g := range map[string]WalletGrant{
+		"legacy owner":       {Owner: "", Wallets: []string{"w1"}},
+		"bad owner":          {Owner: "svc.A", Wallets: []string{"w1"}},
+		"no wallets":         {Owner: "svcA"},
+		"bad wallet":         {Owner: "svcA", Wallets: []string{"w*"}},
+		"empty wallet":       {Owner: "svcA", Wallets: []string{""}},
+		"wildcard wallet":    {Owner: "svcA", Wallets: []string{">"}},
+		"too long wallet id": {Owner: "svcA", Wallets: []string{strings.Repeat("w", 65)}},
+	} {
+		c := ClientConfig{Name: "a", PublicKey: pem, ClientIDs: []string{"svcB"}, Ops: []string{protocol.OpSign}, WalletGrants: []WalletGrant{g}}
+		if _, err := New(Config{Clients: []ClientConfig{c}}); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: got %v", name, err)
+		}
+	}
+	if _, err := Parse([]byte("clients:\n  - name: a\n    public_key: x\n    client_ids: [a]\n    ops: [sign]\n    wallet_grants: [{owner: b, wallet: [w]}]\n")); !errors.Is(err, ErrInvalid) {
+		t.Errorf("unknown grant field: %v", err)
+	}
+}
