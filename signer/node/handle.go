@@ -108,7 +108,7 @@ func (n *Node) handle(ctx context.Context, m jetstream.Msg) {
 	}
 	n.m.Finished(op, out.label())
 	if out.kind == outcomeNotParticipant {
-		if err := n.st.JournalFinish(env.RequestID, "done", metrics.OutcomeNotParticipant); err != nil {
+		if err := n.st.JournalFinish(env.ClientID, env.RequestID, "done", metrics.OutcomeNotParticipant); err != nil {
 			n.log.Error("journal finish failed", "request_id", env.RequestID, "err", err)
 		}
 		return
@@ -117,7 +117,7 @@ func (n *Node) handle(ctx context.Context, m jetstream.Msg) {
 	if out.kind == outcomeFailed {
 		state = "failed"
 	}
-	if err := n.st.JournalFinish(env.RequestID, state, out.res.ErrorCode); err != nil {
+	if err := n.st.JournalFinish(env.ClientID, env.RequestID, state, out.res.ErrorCode); err != nil {
 		n.log.Error("journal finish failed", "request_id", env.RequestID, "err", err)
 	}
 	n.publish(ctx, out.res)

@@ -5,7 +5,7 @@
 // Layout: bucket "shares" -> <walletID>\x00<keyType>\x00<epoch BE> -> record
 // (metadata and sealed share in one value, so they are written and removed
 // together); "pool" -> <id BE> -> sealed pre-params; "journal" ->
-// <requestID> -> entry; "secrets" -> <name> -> sealed blob; "meta" -> schema.
+// <clientID>\x00<requestID> -> entry (older entries: <requestID>); "secrets" -> <name> -> sealed blob; "meta" -> schema.
 package store
 
 import (
@@ -522,36 +522,77 @@ type JournalEntry struct {
 	ExpiresAt  time.Time `json:"expires_at"`
 }
 
-// JournalBegin records e unless its request ID is already known; then it
-// returns fresh=false and the earlier entry.
+// journalKey is the journal key of a request: its clientID, \x00, its
+// request ID, so that two clients may use the same request ID. Entries
+// written before the journal was scoped by client are keyed by the request
+// ID alone (it holds no \x00); they stay readable for the client they name
+// and are pruned like the others.
+func journalKey(clientID, requestID string) []byte {
+	return []byte(clientID + "\x00" + requestID)
+}
+
+// journalGet returns the key and value of a request's entry: the scoped one,
+// or an unscoped entry of the same client written by an older version.
+func journalGet(b *bolt.Bucket, clientID, requestID string) (k, v []byte, err error) {
+	k = journalKey(clientID, requestID)
+	if v = b.Get(k); v != nil {
+		return k, v, nil
+	}
+	old := []byte(requestID)
+	if v = b.Get(old); v == nil {
+		return nil, nil, nil
+	}
+	var e JournalEntry
+	if err := json.Unmarshal(v, &e); err != nil {
+		return nil, nil, fmt.Errorf("%w: journal entry: %v", ErrDamaged, err)
+	}
+	if e.ClientID != clientID {
+		return nil, nil, nil // another client's request with the same ID
+	}
+	return old, v, nil
+}
+
+// JournalBegin records e unless its client already used its request ID;
+// then it returns fresh=false and the earlier entry. Request IDs are scoped
+// by client: another client's entry with the same request ID does not count.
 func (s *Store) JournalBegin(e JournalEntry) (bool, JournalEntry, error) {
 	if err := validID(e.RequestID); err != nil {
 		return false, JournalEntry{}, err
+	}
+	if strings.ContainsRune(e.ClientID, 0) {
+		return false, JournalEntry{}, fmt.Errorf("store: invalid client identifier %q", e.ClientID)
 	}
 	fresh := false
 	var prev JournalEntry
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bJournal)
-		if v := b.Get([]byte(e.RequestID)); v != nil {
-			return json.Unmarshal(v, &prev)
-		}
-		fresh = true
-		v, err := json.Marshal(e)
+		_, v, err := journalGet(b, e.ClientID, e.RequestID)
 		if err != nil {
 			return err
 		}
-		return b.Put([]byte(e.RequestID), v)
+		if v != nil {
+			return json.Unmarshal(v, &prev)
+		}
+		fresh = true
+		nv, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		return b.Put(journalKey(e.ClientID, e.RequestID), nv)
 	})
 	return fresh, prev, err
 }
 
-// JournalFinish records a request's outcome.
-func (s *Store) JournalFinish(requestID, state, code string) error {
+// JournalFinish records the outcome of a client's request.
+func (s *Store) JournalFinish(clientID, requestID, state, code string) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bJournal)
-		v := b.Get([]byte(requestID))
+		k, v, err := journalGet(b, clientID, requestID)
+		if err != nil {
+			return err
+		}
 		if v == nil {
-			return fmt.Errorf("%w: request %s", ErrNotFound, requestID)
+			return fmt.Errorf("%w: request %s of client %q", ErrNotFound, requestID, clientID)
 		}
 		var e JournalEntry
 		if err := json.Unmarshal(v, &e); err != nil {
@@ -562,11 +603,28 @@ func (s *Store) JournalFinish(requestID, state, code string) error {
 		if err != nil {
 			return err
 		}
-		return b.Put([]byte(requestID), nv)
+		return b.Put(k, nv)
 	})
 }
 
-// JournalPrune removes entries whose request expired before t.
+// JournalEntryOf returns the journal entry of a client's request.
+func (s *Store) JournalEntryOf(clientID, requestID string) (JournalEntry, error) {
+	var e JournalEntry
+	err := s.db.View(func(tx *bolt.Tx) error {
+		_, v, err := journalGet(tx.Bucket(bJournal), clientID, requestID)
+		if err != nil {
+			return err
+		}
+		if v == nil {
+			return fmt.Errorf("%w: request %s of client %q", ErrNotFound, requestID, clientID)
+		}
+		return json.Unmarshal(v, &e)
+	})
+	return e, err
+}
+
+// JournalPrune removes the entries (scoped or not) whose request expired
+// before t, and returns how many it removed.
 func (s *Store) JournalPrune(before time.Time) (int, error) {
 	n := 0
 	err := s.db.Update(func(tx *bolt.Tx) error {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
@@ -16,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/hwsigner/signer/hsm"
 	"github.com/hwsigner/signer/hsm/softkey"
@@ -125,12 +128,12 @@ func TestPoolPopsOnce(t *testing.T) {
 
 func TestJournalDedupe(t *testing.T) {
 	s := openStore(t)
-	e := store.JournalEntry{RequestID: "r1", Op: "sign", State: "accepted", ExpiresAt: time.Now().Add(time.Hour)}
+	e := store.JournalEntry{RequestID: "r1", ClientID: "svcA", Op: "sign", State: "accepted", ExpiresAt: time.Now().Add(time.Hour)}
 	fresh, _, err := s.JournalBegin(e)
 	if err != nil || !fresh {
 		t.Fatalf("first: %v %v", fresh, err)
 	}
-	if err := s.JournalFinish("r1", "done", ""); err != nil {
+	if err := s.JournalFinish("svcA", "r1", "done", ""); err != nil {
 		t.Fatal(err)
 	}
 	fresh, prev, err := s.JournalBegin(e)
@@ -139,6 +142,125 @@ func TestJournalDedupe(t *testing.T) {
 	}
 	if n, _ := s.JournalPrune(time.Now().Add(2 * time.Hour)); n != 1 {
 		t.Fatalf("pruned %d", n)
+	}
+}
+
+// TestJournalScopedByClient: request IDs are per client; the same ID from
+// another client (or the legacy client "") is a fresh request, and each
+// client's entry is finished on its own.
+func TestJournalScopedByClient(t *testing.T) {
+	s := openStore(t)
+	exp := time.Now().Add(time.Hour)
+	for _, tc := range []struct {
+		client    string
+		wantFresh bool
+	}{
+		{"svcA", true},
+		{"svcB", true},
+		{"", true},
+		{"svcA", false},
+		{"svcB", false},
+		{"", false},
+	} {
+		fresh, _, err := s.JournalBegin(store.JournalEntry{RequestID: "r1", ClientID: tc.client, Op: "sign", State: "accepted", ExpiresAt: exp})
+		if err != nil || fresh != tc.wantFresh {
+			t.Fatalf("client %q: fresh=%v err=%v, want fresh=%v", tc.client, fresh, err, tc.wantFresh)
+		}
+	}
+	if err := s.JournalFinish("svcB", "r1", "failed", "UNKNOWN_WALLET"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ client, state, code string }{{"svcA", "accepted", ""}, {"svcB", "failed", "UNKNOWN_WALLET"}, {"", "accepted", ""}} {
+		e, err := s.JournalEntryOf(tc.client, "r1")
+		if err != nil || e.State != tc.state || e.ResultCode != tc.code || e.ClientID != tc.client {
+			t.Fatalf("client %q: %+v %v, want %s %s", tc.client, e, err, tc.state, tc.code)
+		}
+	}
+	if err := s.JournalFinish("svcC", "r1", "done", ""); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("finish of an unknown client's request: %v", err)
+	}
+	if _, _, err := s.JournalBegin(store.JournalEntry{RequestID: "r2", ClientID: "a\x00b"}); err == nil {
+		t.Fatal("client ID with NUL accepted")
+	}
+}
+
+// TestJournalReadsUnscopedEntries: an entry written before the journal was
+// scoped by client (keyed by request ID alone) still makes its client's
+// replay REPLAYED, not another client's, and is pruned like the others.
+func TestJournalReadsUnscopedEntries(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "node.db")
+	s, err := store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := store.JournalEntry{RequestID: "r-old", ClientID: "svcA", Op: "sign", State: "done", ExpiresAt: time.Now().Add(time.Hour)}
+	expired := store.JournalEntry{RequestID: "r-gone", ClientID: "svcA", Op: "sign", State: "done", ExpiresAt: time.Now().Add(-time.Hour)}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, e := range []store.JournalEntry{old, expired} {
+			v, _ := json.Marshal(e)
+			if err := tx.Bucket([]byte("journal")).Put([]byte(e.RequestID), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	_ = db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err = store.Open(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	fresh, prev, err := s.JournalBegin(store.JournalEntry{RequestID: "r-old", ClientID: "svcA", State: "accepted", ExpiresAt: time.Now().Add(time.Hour)})
+	if err != nil || fresh || prev.State != "done" {
+		t.Fatalf("svcA replaying its old request: fresh=%v prev=%+v err=%v", fresh, prev, err)
+	}
+	fresh, _, err = s.JournalBegin(store.JournalEntry{RequestID: "r-old", ClientID: "svcB", State: "accepted", ExpiresAt: time.Now().Add(time.Hour)})
+	if err != nil || !fresh {
+		t.Fatalf("svcB with svcA's old request id: fresh=%v err=%v", fresh, err)
+	}
+	if err := s.JournalFinish("svcA", "r-old", "failed", "X"); err != nil {
+		t.Fatal(err)
+	}
+	if e, err := s.JournalEntryOf("svcA", "r-old"); err != nil || e.ResultCode != "X" {
+		t.Fatalf("old entry after finish: %+v %v", e, err)
+	}
+	if n, err := s.JournalPrune(time.Now()); err != nil || n != 1 {
+		t.Fatalf("pruned %d (%v), want the expired old entry only", n, err)
+	}
+	if st, _ := s.Stats(); st.Journal != 2 {
+		t.Fatalf("journal holds %d entries, want 2", st.Journal)
+	}
+}
+
+// TestJournalPruneRemovesEveryExpired: pruning removes every expired entry,
+// also runs of adjacent ones, and keeps the others.
+func TestJournalPruneRemovesEveryExpired(t *testing.T) {
+	s := openStore(t)
+	now := time.Now()
+	want := 0
+	for i := range 50 {
+		exp := now.Add(time.Hour)
+		if i%5 != 0 {
+			exp = now.Add(-time.Minute)
+			want++
+		}
+		if _, _, err := s.JournalBegin(store.JournalEntry{RequestID: fmt.Sprintf("r%02d", i), ClientID: "svcA", ExpiresAt: exp}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := s.JournalPrune(now); err != nil || n != want {
+		t.Fatalf("pruned %d (%v), want %d", n, err, want)
+	}
+	if st, _ := s.Stats(); st.Journal != 50-want {
+		t.Fatalf("journal holds %d entries, want %d", st.Journal, 50-want)
 	}
 }
 
