@@ -12,6 +12,7 @@ import (
 	"crypto"
 	"io"
 	"maps"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,8 +43,9 @@ type Metrics struct {
 	accepted, rejected, unauthenticated atomic.Int64
 	succeeded, failed                   atomic.Int64
 
-	dropsMu sync.Mutex
-	drops   map[string]int64
+	dropsMu  sync.Mutex
+	drops    map[string]int64
+	reqDrops map[string]int64 // requests dropped without an answer, by outcome
 
 	prom *exported // nil: no Prometheus
 }
@@ -70,11 +72,15 @@ type Snapshot struct {
 	// this node stayed out of (OutcomeNotParticipant) count as neither.
 	Failed int64
 	Drops  map[string]int64 // round messages dropped before tss-lib, by reason
+	// RequestDrops counts requests dropped without an answer, by outcome
+	// (dropped_subject, dropped_malformed, dropped_subject_mismatch,
+	// dropped_unauthenticated).
+	RequestDrops map[string]int64
 }
 
 // NewCounters returns metrics that keep the counters and export nothing.
 func NewCounters() *Metrics {
-	return &Metrics{drops: map[string]int64{}}
+	return &Metrics{drops: map[string]int64{}, reqDrops: map[string]int64{}}
 }
 
 // New returns metrics that keep the counters and register their Prometheus
@@ -83,7 +89,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	p := &exported{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "signer_requests_total",
-			Help: "Requests this node received, by operation and outcome (accepted, or the error code it answered with, or dropped_* when the sender could not be authenticated).",
+			Help: "Requests this node received, by operation and outcome (accepted, or the error code it answered with, or dropped_* when it was dropped unanswered: dropped_unauthenticated, dropped_malformed, dropped_subject, dropped_subject_mismatch).",
 		}, []string{"op", "outcome"}),
 		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "signer_requests_finished_total",
@@ -129,14 +135,15 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 // Snapshot returns the counters' current values.
 func (m *Metrics) Snapshot() Snapshot {
 	if m == nil {
-		return Snapshot{Drops: map[string]int64{}}
+		return Snapshot{Drops: map[string]int64{}, RequestDrops: map[string]int64{}}
 	}
 	m.dropsMu.Lock()
-	drops := maps.Clone(m.drops)
+	drops, reqDrops := maps.Clone(m.drops), maps.Clone(m.reqDrops)
 	m.dropsMu.Unlock()
 	return Snapshot{
 		Accepted: m.accepted.Load(), Rejected: m.rejected.Load(), InvalidSignature: m.unauthenticated.Load(),
 		Succeeded: m.succeeded.Load(), Failed: m.failed.Load(), Drops: drops,
+		RequestDrops: reqDrops,
 	}
 }
 
@@ -171,6 +178,11 @@ func (m *Metrics) Request(op, outcome string) {
 		m.unauthenticated.Add(1)
 	default:
 		m.rejected.Add(1)
+	}
+	if strings.HasPrefix(outcome, "dropped_") {
+		m.dropsMu.Lock()
+		m.reqDrops[outcome]++
+		m.dropsMu.Unlock()
 	}
 	if m.prom != nil {
 		m.prom.requests.WithLabelValues(op, outcome).Inc()

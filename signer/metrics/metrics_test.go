@@ -16,6 +16,7 @@ import (
 func record(m *Metrics) {
 	m.Request("unknown", "dropped_subject")
 	m.Request("sign", "dropped_malformed")
+	m.Request("sign", "dropped_subject_mismatch")
 	m.Request("sign", OutcomeUnauthenticated)
 	m.Request("keygen", OutcomeUnauthenticated)
 	m.Request("sign", "EXPIRED")
@@ -36,8 +37,9 @@ func TestSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Snapshot{Accepted: 3, Rejected: 3, InvalidSignature: 2, Succeeded: 1, Failed: 1,
-		Drops: map[string]int64{"bad_signature": 2, "replay": 1}}
+	want := Snapshot{Accepted: 3, Rejected: 4, InvalidSignature: 2, Succeeded: 1, Failed: 1,
+		Drops:        map[string]int64{"bad_signature": 2, "replay": 1},
+		RequestDrops: map[string]int64{"dropped_subject": 1, "dropped_malformed": 1, "dropped_subject_mismatch": 1, "dropped_unauthenticated": 2}}
 	for _, tc := range []struct {
 		name string
 		m    *Metrics
@@ -45,7 +47,7 @@ func TestSnapshot(t *testing.T) {
 	}{
 		{"counters only", NewCounters(), want},
 		{"with Prometheus", exported, want},
-		{"nil", nil, Snapshot{Drops: map[string]int64{}}},
+		{"nil", nil, Snapshot{Drops: map[string]int64{}, RequestDrops: map[string]int64{}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			record(tc.m)
@@ -58,7 +60,11 @@ func TestSnapshot(t *testing.T) {
 			if !maps.Equal(got.Drops, tc.want.Drops) {
 				t.Fatalf("drops %v, want %v", got.Drops, tc.want.Drops)
 			}
+			if !maps.Equal(got.RequestDrops, tc.want.RequestDrops) {
+				t.Fatalf("request drops %v, want %v", got.RequestDrops, tc.want.RequestDrops)
+			}
 			got.Drops, tc.want.Drops = nil, nil
+			got.RequestDrops, tc.want.RequestDrops = nil, nil
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("snapshot %+v, want %+v", got, tc.want)
 			}
