@@ -117,8 +117,9 @@ func ReshareParticipants(cluster []string, self string, ready map[string]bool, n
 
 // Holding is what one reshare participant announced it holds of the
 // wallet's key type: nothing (Holds false), or its active share's epoch,
-// committee, threshold t, hex public key and hex share key (the share's
-// x-coordinate).
+// committee, threshold t, hex public key, hex share key (the share's
+// x-coordinate) and the wallet's owner (the client ID that created it, ""
+// for a legacy client).
 type Holding struct {
 	Holds     bool
 	Epoch     uint64
@@ -126,27 +127,31 @@ type Holding struct {
 	Threshold int
 	PubKey    string
 	ShareKey  string
+	Owner     string
 }
 
 // Plan is what the holders of a key agree on before a reshare: the old
 // parties (sorted) with their share keys, the old threshold t, the epoch
-// they hold and the public key.
+// they hold, the public key and the wallet's owner (a reshare never changes
+// it: every participant checks the requester against it, and new members
+// record it).
 type Plan struct {
 	Old          []string
 	Keys         map[string]*big.Int
 	OldThreshold int
 	Epoch        uint64
 	PubKey       []byte
+	Owner        string
 }
 
 // PlanReshare derives the plan from every participant's announcement
 // (node ID -> holding); every node computes the same plan from the same
 // announcements. Non-holders are ignored. The holders, taken in sorted
-// order, must announce the same epoch, committee, threshold and public key,
-// each must be in the committee it announces and have a hex share key, and
-// the public key must be non-empty hex (ErrHoldersDiffer). Without a holder
-// the error is ErrNoHolder (keyType and walletID name the key); with fewer
-// than threshold+1 holders, ErrNotReady.
+// order, must announce the same epoch, committee, threshold, public key and
+// owner, each must be in the committee it announces and have a hex share
+// key, and the public key must be non-empty hex (ErrHoldersDiffer). Without
+// a holder the error is ErrNoHolder (keyType and walletID name the key);
+// with fewer than threshold+1 holders, ErrNotReady.
 func PlanReshare(holdings map[string]Holding, keyType, walletID string) (*Plan, error) {
 	var ref *Holding
 	p := &Plan{Keys: map[string]*big.Int{}}
@@ -160,6 +165,8 @@ func PlanReshare(holdings map[string]Holding, keyType, walletID string) (*Plan, 
 		} else if h.Epoch != ref.Epoch || h.Threshold != ref.Threshold || h.PubKey != ref.PubKey || !slices.Equal(h.Committee, ref.Committee) {
 			return nil, broken(ErrHoldersDiffer, "%s: %s has epoch %d, committee %v, threshold %d; another holder has epoch %d, committee %v, threshold %d",
 				holdersDiffer, id, h.Epoch, h.Committee, h.Threshold, ref.Epoch, ref.Committee, ref.Threshold)
+		} else if h.Owner != ref.Owner {
+			return nil, broken(ErrHoldersDiffer, "%s: %s and another holder name different owners", holdersDiffer, id)
 		}
 		if !slices.Contains(h.Committee, id) {
 			return nil, broken(ErrHoldersDiffer, "%s: %s holds a share outside its committee", holdersDiffer, id)
@@ -174,7 +181,7 @@ func PlanReshare(holdings map[string]Holding, keyType, walletID string) (*Plan, 
 	if ref == nil {
 		return nil, broken(ErrNoHolder, "no ready node holds a %s key of wallet %s", keyType, walletID)
 	}
-	p.OldThreshold, p.Epoch = ref.Threshold, ref.Epoch
+	p.OldThreshold, p.Epoch, p.Owner = ref.Threshold, ref.Epoch, ref.Owner
 	if len(p.Old) < p.OldThreshold+1 {
 		return nil, broken(ErrNotReady, "%d of the old committee %v are ready, %d needed", len(p.Old), ref.Committee, p.OldThreshold+1)
 	}

@@ -173,7 +173,7 @@ func TestReshareParticipants(t *testing.T) {
 func TestPlanReshare(t *testing.T) {
 	old := []string{"node0", "node1", "node2"}
 	holder := func(id string) Holding {
-		return Holding{Holds: true, Epoch: 3, Committee: old, Threshold: 1, PubKey: "02ab", ShareKey: map[string]string{"node0": "1a", "node1": "2b", "node2": "3c", "node3": "4d"}[id]}
+		return Holding{Holds: true, Epoch: 3, Committee: old, Threshold: 1, PubKey: "02ab", ShareKey: map[string]string{"node0": "1a", "node1": "2b", "node2": "3c", "node3": "4d"}[id], Owner: "svcA"}
 	}
 	with := func(h Holding, f func(*Holding)) Holding { f(&h); return h }
 	for _, tc := range []struct {
@@ -201,6 +201,10 @@ func TestPlanReshare(t *testing.T) {
 			ErrHoldersDiffer, "node: the old committee's members disagree about the wallet: node1 has epoch 3, committee [node1 node0 node2], threshold 1; another holder has epoch 3, committee [node0 node1 node2], threshold 1", nil},
 		{"public keys differ", map[string]Holding{"node0": holder("node0"), "node2": with(holder("node2"), func(h *Holding) { h.PubKey = "02ac" })},
 			ErrHoldersDiffer, "node: the old committee's members disagree about the wallet: node2 has epoch 3, committee [node0 node1 node2], threshold 1; another holder has epoch 3, committee [node0 node1 node2], threshold 1", nil},
+		{"owners differ", map[string]Holding{"node0": holder("node0"), "node1": with(holder("node1"), func(h *Holding) { h.Owner = "svcB" })},
+			ErrHoldersDiffer, "node: the old committee's members disagree about the wallet: node1 and another holder name different owners", nil},
+		{"one holder names a legacy owner", map[string]Holding{"node0": with(holder("node0"), func(h *Holding) { h.Owner = "" }), "node2": holder("node2")},
+			ErrHoldersDiffer, "node: the old committee's members disagree about the wallet: node2 and another holder name different owners", nil},
 		{"share outside its committee", map[string]Holding{"node0": holder("node0"), "node3": holder("node3")},
 			ErrHoldersDiffer, "node: the old committee's members disagree about the wallet: node3 holds a share outside its committee", nil},
 		{"first holder outside its committee", map[string]Holding{"node0": with(holder("node0"), func(h *Holding) { h.Committee = []string{"node1", "node2"} })},
@@ -226,8 +230,8 @@ func TestPlanReshare(t *testing.T) {
 			if !slices.Equal(p.Old, tc.old) {
 				t.Fatalf("old parties %q, want %q", p.Old, tc.old)
 			}
-			if p.OldThreshold != 1 || p.Epoch != 3 || string(p.PubKey) != "\x02\xab" {
-				t.Fatalf("plan threshold %d epoch %d pub %x", p.OldThreshold, p.Epoch, p.PubKey)
+			if p.OldThreshold != 1 || p.Epoch != 3 || string(p.PubKey) != "\x02\xab" || p.Owner != "svcA" {
+				t.Fatalf("plan threshold %d epoch %d pub %x owner %q", p.OldThreshold, p.Epoch, p.PubKey, p.Owner)
 			}
 			if len(p.Keys) != len(tc.old) {
 				t.Fatalf("%d share keys for %d old parties", len(p.Keys), len(tc.old))

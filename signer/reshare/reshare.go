@@ -70,18 +70,19 @@ type control struct {
 	Threshold int      `json:"threshold,omitempty"`
 	PubKey    string   `json:"pub_key,omitempty"`   // meta, sealed: hex of the public key
 	ShareKey  string   `json:"share_key,omitempty"` // hex of the share's x-coordinate
+	Owner     string   `json:"owner,omitempty"`     // the client ID that created the wallet
 	// failed
 	Reason string `json:"reason,omitempty"`
 }
 
 func metaOf(h committee.Holding) control {
 	return control{Kind: kindMeta, Holds: h.Holds, Epoch: h.Epoch, Committee: h.Committee, Threshold: h.Threshold,
-		PubKey: h.PubKey, ShareKey: h.ShareKey}
+		PubKey: h.PubKey, ShareKey: h.ShareKey, Owner: h.Owner}
 }
 
 func (c control) holding() committee.Holding {
 	return committee.Holding{Holds: c.Holds, Epoch: c.Epoch, Committee: c.Committee, Threshold: c.Threshold,
-		PubKey: c.PubKey, ShareKey: c.ShareKey}
+		PubKey: c.PubKey, ShareKey: c.ShareKey, Owner: c.Owner}
 }
 
 type ctlMsg struct {

@@ -54,7 +54,7 @@ func deadline(t *testing.T, d time.Duration) context.Context {
 func holdingOf(id string) committee.Holding {
 	switch id {
 	case "a", "b":
-		return committee.Holding{Holds: true, Epoch: 2, Committee: []string{"a", "b"}, Threshold: 1, PubKey: "02ab", ShareKey: id + "1"}
+		return committee.Holding{Holds: true, Epoch: 2, Committee: []string{"a", "b"}, Threshold: 1, PubKey: "02ab", ShareKey: id + "1", Owner: "svcA"}
 	default:
 		return committee.Holding{}
 	}
@@ -102,7 +102,7 @@ func TestExchangeAmongThree(t *testing.T) {
 
 func equalHolding(a, b committee.Holding) bool {
 	return a.Holds == b.Holds && a.Epoch == b.Epoch && slices.Equal(a.Committee, b.Committee) &&
-		a.Threshold == b.Threshold && a.PubKey == b.PubKey && a.ShareKey == b.ShareKey
+		a.Threshold == b.Threshold && a.PubKey == b.PubKey && a.ShareKey == b.ShareKey && a.Owner == b.Owner
 }
 
 func TestPeerFailedEndsCollect(t *testing.T) {
@@ -172,7 +172,7 @@ func TestEarlyMessagesRequeued(t *testing.T) {
 	n := newNet(t, []string{"a", "b"}, "a")
 	// b is quick: its "sealed" arrives before its "meta".
 	n.raw(t, "b", true, "\x01"+`{"kind":"sealed","pub_key":"02ab"}`)
-	n.raw(t, "b", true, "\x01"+`{"kind":"meta","holds":true,"epoch":2,"committee":["a","b"],"threshold":1,"pub_key":"02ab","share_key":"b1"}`)
+	n.raw(t, "b", true, "\x01"+`{"kind":"meta","holds":true,"epoch":2,"committee":["a","b"],"threshold":1,"pub_key":"02ab","share_key":"b1","owner":"svcA"}`)
 	ctx := deadline(t, 5*time.Second)
 	got, err := n.muxs["a"].Exchange(ctx, holdingOf("a"), []string{"a", "b"})
 	if err != nil {
