@@ -15,17 +15,44 @@ import (
 	"github.com/hwsigner/signer/signer/store"
 )
 
+// Publishing a result: each attempt has its own deadline, and attempts go on
+// until the request expires (at least minPublishWindow), so that a result is
+// not lost to a NATS outage.
+const (
+	publishAttemptTimeout = 5 * time.Second
+	minPublishWindow      = time.Minute
+	maxPublishBackoff     = 2 * time.Second
+)
+
+// outcomeSubjectMismatch counts a request whose subject names another wallet
+// than its body: dropped as malformed, unanswered.
+const outcomeSubjectMismatch = "dropped_subject_mismatch"
+
+// walletOf returns the wallet_id of a request's body.
+func walletOf(req protocol.Request) string {
+	switch r := req.(type) {
+	case *protocol.KeygenRequest:
+		return r.WalletID
+	case *protocol.SigningRequest:
+		return r.WalletID
+	case *protocol.ReshareRequest:
+		return r.WalletID
+	}
+	return ""
+}
+
 // handle processes one request message. It always acks: a request is
 // answered (or, when its sender cannot be authenticated, counted and dropped)
-// exactly once per node.
-func (n *Node) handle(ctx context.Context, m jetstream.Msg) {
+// exactly once per node. claim is the request's place in its wallet's
+// keygen order (nil for anything but a verified keygen request).
+func (n *Node) handle(ctx context.Context, m jetstream.Msg, claim *keygenClaim) {
 	defer func() {
 		if r := recover(); r != nil {
 			n.log.Error("request handler panicked", "panic", fmt.Sprint(r))
 		}
 		_ = m.Ack()
 	}()
-	op, _, err := routing.ParseRequestSubject(m.Subject())
+	op, subjWallet, err := routing.ParseRequestSubject(m.Subject())
 	if err != nil {
 		n.m.Request("unknown", "dropped_subject")
 		n.log.Warn("request on an unexpected subject dropped", "subject", m.Subject())
@@ -36,6 +63,12 @@ func (n *Node) handle(ctx context.Context, m jetstream.Msg) {
 	if req == nil {
 		n.m.Request(op, "dropped_malformed")
 		n.log.Warn("malformed request dropped", "op", op, "err", derr)
+		return
+	}
+	if w := walletOf(req); w != subjWallet {
+		n.m.Request(op, outcomeSubjectMismatch)
+		n.log.Warn("request whose subject names another wallet than its body dropped", "op", op,
+			"subject_wallet", subjWallet, "body_wallet", w, "request_id", req.Env().RequestID)
 		return
 	}
 	env := req.Env()
@@ -51,17 +84,22 @@ func (n *Node) handle(ctx context.Context, m jetstream.Msg) {
 		return
 	}
 	res := protocol.NewResult(req)
+	until := env.Expires()
 	if aerr != nil {
-		// Authentic sender, but not allowed: answer on its own subject.
-		primary, _ := n.cfg.Policy.PrimaryClientID(env.KeyID)
-		res.ClientID = primary
+		// Authentic sender, but not allowed: answer on the subject of the
+		// client ID it claimed, where it listens (the result's key_id tells
+		// the client bound to that ID that it is not one of its own). An
+		// ID that cannot be a subject token goes to the key's own.
+		if protocol.ValidToken(env.ClientID) != nil {
+			res.ClientID, _ = n.cfg.Policy.PrimaryClientID(env.KeyID)
+		}
 		res.SetError(protocol.CodeUnauthorizedClient, aerr.Error())
-		n.reject(ctx, res, "unauthorized")
+		n.reject(ctx, res, until, "unauthorized")
 		return
 	}
 	if derr != nil {
 		res.SetError(protocol.CodeBadRequest, derr.Error())
-		n.reject(ctx, res, "bad request")
+		n.reject(ctx, res, until, "bad request")
 		return
 	}
 	if err := env.CheckTime(time.Now(), n.cfg.ClockSkew); err != nil {
@@ -70,27 +108,27 @@ func (n *Node) handle(ctx context.Context, m jetstream.Msg) {
 			code = protocol.CodeBadRequest
 		}
 		res.SetError(code, err.Error())
-		n.reject(ctx, res, "expired")
+		n.reject(ctx, res, until, "expired")
 		return
 	}
 	fresh, prev, err := n.st.JournalBegin(store.JournalEntry{
-		RequestID: env.RequestID, ClientID: env.ClientID, Op: op, State: "accepted",
+		RequestID: env.RequestID, ClientID: env.ClientID, Op: op, WalletID: subjWallet, State: "accepted",
 		At: time.Now().UTC(), ExpiresAt: env.Expires(),
 	})
 	if err != nil {
 		res.SetError(protocol.CodeInternal, "request journal unavailable")
-		n.reject(ctx, res, "journal")
+		n.reject(ctx, res, until, "journal")
 		return
 	}
 	if !fresh {
 		if prev.State == "accepted" {
 			// Redelivered after a crash mid-session: the session is gone and
 			// its peers answered the client.
-			n.log.Info("request redelivered after restart; not rerun", "request_id", env.RequestID)
+			n.log.Info("request redelivered after restart; not rerun", "request_id", env.RequestID, "client_id", env.ClientID)
 			return
 		}
 		res.SetError(protocol.CodeReplayed, "request_id "+env.RequestID+" was already processed")
-		n.publishWithID(ctx, res, "replay-"+env.RequestID+"-"+fmt.Sprint(time.Now().UnixNano()))
+		n.publish(ctx, res, until)
 		n.m.Request(op, res.ErrorCode)
 		return
 	}
@@ -98,7 +136,7 @@ func (n *Node) handle(ctx context.Context, m jetstream.Msg) {
 	var out outcome
 	switch r := req.(type) {
 	case *protocol.KeygenRequest:
-		out = n.keygen(ctx, r)
+		out = n.keygen(ctx, r, claim)
 	case *protocol.SigningRequest:
 		out = n.sign(ctx, r)
 	case *protocol.ReshareRequest:
@@ -120,22 +158,22 @@ func (n *Node) handle(ctx context.Context, m jetstream.Msg) {
 	if err := n.st.JournalFinish(env.ClientID, env.RequestID, state, out.res.ErrorCode); err != nil {
 		n.log.Error("journal finish failed", "request_id", env.RequestID, "err", err)
 	}
-	n.publish(ctx, out.res)
+	n.publish(ctx, out.res, until)
 }
 
-func (n *Node) reject(ctx context.Context, res *protocol.Result, why string) {
+func (n *Node) reject(ctx context.Context, res *protocol.Result, until time.Time, why string) {
 	n.m.Request(res.Op, res.ErrorCode)
 	n.log.Info("request rejected", "why", why, "code", res.ErrorCode, "request_id", res.RequestID, "client_id", res.ClientID)
-	n.publish(ctx, res)
+	n.publish(ctx, res, until)
 }
 
-// publish signs res and publishes it with Nats-Msg-Id result-<request_id>:
-// every participant publishes, JetStream keeps one.
-func (n *Node) publish(ctx context.Context, res *protocol.Result) {
-	n.publishWithID(ctx, res, "result-"+res.RequestID)
-}
-
-func (n *Node) publishWithID(ctx context.Context, res *protocol.Result, msgID string) {
+// publish signs res and publishes it as this node's own result, with
+// Nats-Msg-Id routing.ResultMsgID: every node's result is kept (the client
+// decides on all of them), and only retries of these exact bytes dedupe.
+// Each attempt has its own deadline; attempts go on until the request's
+// expiry (until; at least minPublishWindow from now) or until ctx ends after
+// a first attempt.
+func (n *Node) publish(ctx context.Context, res *protocol.Result, until time.Time) {
 	subj, err := routing.ResultSubject(res)
 	if err != nil {
 		n.log.Error("no result subject", "request_id", res.RequestID, "err", err)
@@ -146,18 +184,38 @@ func (n *Node) publishWithID(ctx context.Context, res *protocol.Result, msgID st
 		n.log.Error("sign result", "request_id", res.RequestID, "err", err)
 		return
 	}
-	// The result must not be lost: retry through short NATS outages.
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-	defer cancel()
-	for attempt := 0; ; attempt++ {
-		_, err = n.js.Publish(pctx, subj, raw, jetstream.WithMsgID(msgID))
+	msgID := routing.ResultMsgID(res.ClientID, res.RequestID, n.cfg.NodeID, raw)
+	until = later(until, time.Now().Add(minPublishWindow))
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), publishAttemptTimeout)
+		_, err = n.js.Publish(actx, subj, raw, jetstream.WithMsgID(msgID))
+		cancel()
 		if err == nil {
+			if attempt > 1 {
+				n.log.Info("result published after retries", "request_id", res.RequestID, "attempts", attempt)
+			}
 			return
 		}
-		if pctx.Err() != nil {
-			n.log.Error("result could not be published", "request_id", res.RequestID, "err", err)
+		if time.Now().Add(backoff).After(until) {
+			n.log.Error("result could not be published before the request expired", "request_id", res.RequestID,
+				"client_id", res.ClientID, "attempts", attempt, "err", err)
 			return
 		}
-		time.Sleep(time.Duration(100*(attempt+1)) * time.Millisecond)
+		n.log.Warn("result publish failed; retrying", "request_id", res.RequestID, "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			n.log.Error("result not published: the node is stopping", "request_id", res.RequestID, "err", err)
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, maxPublishBackoff)
 	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

@@ -90,7 +90,7 @@ type Node struct {
 	draining atomic.Bool
 	started  time.Time
 	sessions atomic.Int64 // requests being handled
-	inflight sync.Map     // walletID -> chan struct{}: keygens not finished yet
+	inflight sync.Map     // walletID -> *keygenClaim: the newest keygen of the wallet not finished yet
 	running  sync.WaitGroup
 }
 
@@ -224,18 +224,21 @@ func (n *Node) Run(ctx context.Context) error {
 	// DrainTimeout) instead of cutting every ceremony at once.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	go n.pruneJournal(ctx)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		n.running.Add(1)
-		// Messages arrive here in stream order: registering a keygen before
-		// its goroutine starts lets a later sign request for the same wallet
-		// wait for it instead of answering UNKNOWN_WALLET.
-		done := n.beginKeygen(m.Subject())
+		// Messages arrive here in stream order, the same on every node: a
+		// verified keygen takes its place in its wallet's keygen order
+		// before its goroutine starts, so that every node lets the same
+		// keygen of a wallet run first, and a later sign request for the
+		// wallet waits for it instead of answering UNKNOWN_WALLET.
+		claim := n.claimKeygen(m)
 		go func() {
 			defer n.running.Done()
-			defer done()
+			defer claim.release()
 			n.sessions.Add(1)
 			defer n.sessions.Add(-1)
-			n.handle(workCtx, m)
+			n.handle(workCtx, m, claim)
 		}()
 	})
 	if err != nil {
@@ -264,30 +267,109 @@ func (n *Node) Run(ctx context.Context) error {
 	return nil
 }
 
-func (n *Node) beginKeygen(subject string) func() {
-	op, wallet, err := routing.ParseRequestSubject(subject)
+// keygenClaim is a verified keygen request's place in the order of its
+// wallet's keygens on this node (the request stream's order, the same on
+// every node). A keygen runs only once the one before it has finished, and
+// answers WALLET_EXISTS if that one (or any earlier one) stored the wallet.
+type keygenClaim struct {
+	n      *Node
+	wallet string
+	prev   *keygenClaim // the keygen of the wallet consumed before, if it was still running
+	done   chan struct{}
+}
+
+// claimKeygen returns the place of m in its wallet's keygen order when m is
+// a keygen request that decodes, whose subject names its wallet, and whose
+// key may request keygens under its client ID and signed it; nil otherwise
+// (a forged or unauthorized request claims nothing: handle answers or drops
+// it). It runs in the consumer's callback, in stream order: the checks are
+// the cheap ones handle repeats.
+func (n *Node) claimKeygen(m jetstream.Msg) *keygenClaim {
+	op, wallet, err := routing.ParseRequestSubject(m.Subject())
 	if err != nil || op != protocol.OpKeygen {
-		return func() {}
+		return nil
 	}
-	ch := make(chan struct{})
-	n.inflight.Store(wallet, ch)
-	return func() {
-		close(ch)
-		n.inflight.CompareAndDelete(wallet, ch)
+	req, err := protocol.DecodeRequest(op, m.Data())
+	if err != nil {
+		return nil
+	}
+	r, ok := req.(*protocol.KeygenRequest)
+	if !ok || r.WalletID != wallet {
+		return nil
+	}
+	pub, err := n.cfg.Policy.Authorize(r.KeyID, r.ClientID, op)
+	if err != nil || protocol.VerifyRequest(m.Data(), pub) != nil {
+		return nil
+	}
+	c := &keygenClaim{n: n, wallet: wallet, done: make(chan struct{})}
+	if prev, loaded := n.inflight.Swap(wallet, c); loaded {
+		c.prev = prev.(*keygenClaim)
+	}
+	return c
+}
+
+// release ends the claim once its request is handled. Safe on nil.
+func (c *keygenClaim) release() {
+	if c == nil {
+		return
+	}
+	close(c.done)
+	c.n.inflight.CompareAndDelete(c.wallet, c)
+}
+
+// wait returns once every keygen of the wallet consumed before c has
+// finished, or ctx ends (false).
+func (c *keygenClaim) wait(ctx context.Context) bool {
+	if c == nil || c.prev == nil {
+		return true
+	}
+	select {
+	case <-c.prev.done:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
-// awaitKeygen waits for a keygen of wallet that this node is still running.
+// awaitKeygen waits for the keygens of wallet that this node is still
+// running (the newest waits for every earlier one).
 func (n *Node) awaitKeygen(ctx context.Context, wallet string) bool {
 	v, ok := n.inflight.Load(wallet)
 	if !ok {
 		return false
 	}
 	select {
-	case <-v.(chan struct{}):
+	case <-v.(*keygenClaim).done:
 		return true
 	case <-ctx.Done():
 		return false
+	}
+}
+
+// journalPruneEvery is how often the node removes journal entries of
+// requests that can no longer be accepted.
+const journalPruneEvery = time.Minute
+
+// pruneJournal removes, at start and every journalPruneEvery until ctx
+// ends, the journal entries whose request expired more than the clock skew
+// ago: CheckTime refuses such a request (EXPIRED) before the journal is
+// consulted, so its entry is no longer needed to refuse a replay.
+func (n *Node) pruneJournal(ctx context.Context) {
+	t := time.NewTicker(journalPruneEvery)
+	defer t.Stop()
+	for {
+		removed, err := n.st.JournalPrune(time.Now().Add(-n.cfg.ClockSkew))
+		switch {
+		case err != nil:
+			n.log.Warn("journal prune failed", "err", err)
+		case removed > 0:
+			n.log.Debug("journal pruned", "removed", removed)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
 }
 

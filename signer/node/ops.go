@@ -23,12 +23,22 @@ func shareBinding(node, wallet, keyType string, epoch uint64) hsm.Binding {
 }
 
 // keygen runs keygen for each of the request's key types on the whole
-// committee.
-func (n *Node) keygen(ctx context.Context, r *protocol.KeygenRequest) outcome {
+// committee. It first waits for the keygens of the same wallet consumed
+// before it (claim), so that every node lets the same one create the
+// wallet; a wallet of which this node has any record, of any key type, is
+// WALLET_EXISTS.
+func (n *Node) keygen(ctx context.Context, r *protocol.KeygenRequest, claim *keygenClaim) outcome {
 	res := protocol.NewResult(r)
-	for _, kt := range r.EffectiveKeyTypes() {
-		if _, _, err := n.st.Share(r.WalletID, kt); err == nil {
-			return failed(res, protocol.CodeWalletExists, fmt.Sprintf("wallet %s already has a %s key", r.WalletID, kt))
+	if !claim.wait(ctx) {
+		return failedBy(ctx, res, fmt.Errorf("waiting for an earlier keygen of wallet %s: %w", r.WalletID, ctx.Err()))
+	}
+	for _, kt := range protocol.DefaultKeyTypes() {
+		_, err := n.st.Newest(r.WalletID, kt)
+		if err == nil {
+			return failed(res, protocol.CodeWalletExists, fmt.Sprintf("wallet %s already exists", r.WalletID))
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return failed(res, protocol.CodeInternal, "store: "+err.Error())
 		}
 	}
 	if err := committee.Keygen(n.cfg.Committee, n.readyNodes(ctx)); err != nil {
@@ -41,7 +51,7 @@ func (n *Node) keygen(ctx context.Context, r *protocol.KeygenRequest) outcome {
 		if err != nil {
 			return failed(res, protocol.CodeBadRequest, err.Error())
 		}
-		sid := sessionID("keygen", r.RequestID, kt)
+		sid := sessionID("keygen", r.ClientID, r.RequestID, kt)
 		pub, err := n.keygenOne(ctx, sid, r, sc)
 		if err != nil {
 			n.log.Warn("keygen failed", "wallet", r.WalletID, "key_type", kt, "err", err)
@@ -115,6 +125,9 @@ func (n *Node) sign(ctx context.Context, r *protocol.SigningRequest) outcome {
 	if err != nil {
 		return failed(res, protocol.CodeInternal, "store: "+err.Error())
 	}
+	if !n.cfg.Policy.MayUseWallet(r.ClientID, meta.CreatedBy, r.WalletID) {
+		return refuseWallet(res, r.ClientID, r.WalletID)
+	}
 	sc, err := ceremony.SchemeFor(r.KeyType)
 	if err != nil {
 		return failed(res, protocol.CodeBadRequest, err.Error())
@@ -130,7 +143,7 @@ func (n *Node) sign(ctx context.Context, r *protocol.SigningRequest) outcome {
 		return brokeRule(res, err)
 	}
 	if !slices.Contains(signers, n.cfg.NodeID) {
-		n.observe(ctx, sessionID("sign", r.RequestID), signers)
+		n.observe(ctx, sessionID("sign", r.ClientID, r.RequestID), signers)
 		return notParticipant()
 	}
 	done := n.m.SessionStarted(protocol.OpSign, r.KeyType)
@@ -149,7 +162,7 @@ func (n *Node) signAs(ctx context.Context, r *protocol.SigningRequest, res *prot
 		return failedBy(ctx, res, err)
 	}
 	defer secret.Zero(pt)
-	sid := sessionID("sign", r.RequestID)
+	sid := sessionID("sign", r.ClientID, r.RequestID)
 	tr, err := n.openSession(ctx, sid, signers)
 	if err != nil {
 		return failedBy(ctx, res, err)

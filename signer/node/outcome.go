@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/hwsigner/signer/hsm"
 	"github.com/hwsigner/signer/protocol"
@@ -57,6 +58,13 @@ func brokeRule(res *protocol.Result, err error) outcome {
 		code = protocol.CodeCeremonyFailed
 	}
 	return failed(res, code, err.Error())
+}
+
+// refuseWallet is the outcome of a sign or reshare request for a wallet
+// that is not clientID's and that the policy does not grant it: the reason
+// names the wallet, not its owner.
+func refuseWallet(res *protocol.Result, clientID, walletID string) outcome {
+	return failed(res, protocol.CodeUnauthorizedClient, fmt.Sprintf("client %q may not use wallet %s: it belongs to another client", clientID, walletID))
 }
 
 // notParticipant is the outcome of a request this node stays out of (a

@@ -83,7 +83,7 @@ func (n *Node) reshareWith(ctx context.Context, r *protocol.ReshareRequest, res 
 			return failedBy(ctx, res, err)
 		}
 		mine = committee.Holding{Holds: true, Epoch: meta.Epoch, Committee: meta.Committee, Threshold: meta.Threshold,
-			PubKey: hex.EncodeToString(meta.PubKey), ShareKey: key.Text(16)}
+			PubKey: hex.EncodeToString(meta.PubKey), ShareKey: key.Text(16), Owner: meta.CreatedBy}
 	}
 	isNew := slices.Contains(r.NodeIDs, n.cfg.NodeID)
 	var opts ceremony.Options
@@ -93,7 +93,7 @@ func (n *Node) reshareWith(ctx context.Context, r *protocol.ReshareRequest, res 
 		}
 	}
 
-	sid := sessionID("reshare", r.RequestID, kt)
+	sid := sessionID("reshare", r.ClientID, r.RequestID, kt)
 	tr, err := n.openSession(ctx, sid, parts)
 	if err != nil {
 		return failedBy(ctx, res, err)
@@ -113,9 +113,15 @@ func (n *Node) reshareWith(ctx context.Context, r *protocol.ReshareRequest, res 
 	if err != nil {
 		return brokeRule(res, err)
 	}
-	plan := &reshareMeta{old: agreed.Old, keys: agreed.Keys, oldT: agreed.OldThreshold, epoch: agreed.Epoch, pub: agreed.PubKey}
+	plan := &reshareMeta{old: agreed.Old, keys: agreed.Keys, oldT: agreed.OldThreshold, epoch: agreed.Epoch, pub: agreed.PubKey, owner: agreed.Owner}
 	if !holds && !isNew {
 		return notParticipant() // in neither committee
+	}
+	// The wallet's owner, as its holders agree: every participant checks
+	// the requester against it, so no member moves another client's key.
+	if !n.cfg.Policy.MayUseWallet(r.ClientID, plan.owner, r.WalletID) {
+		giveUp("the requester may not use this wallet")
+		return refuseWallet(res, r.ClientID, r.WalletID)
 	}
 	n.log.Info("reshare starting", "wallet", r.WalletID, "key_type", kt, "old", plan.old, "old_threshold", plan.oldT,
 		"new", r.NodeIDs, "new_threshold", r.NewThreshold, "epoch", plan.epoch+1)
@@ -173,13 +179,15 @@ func (n *Node) reshareFailed(ctx context.Context, res *protocol.Result, err erro
 
 // reshareMeta is the node's copy of the committee.Plan the old parties agreed
 // on: the old parties and their share keys, the old threshold, the epoch
-// they hold and the public key.
+// they hold, the public key and the wallet's owner (which every new record
+// keeps: a reshare never changes it).
 type reshareMeta struct {
 	old   []string
 	keys  map[string]*big.Int
 	oldT  int
 	epoch uint64
 	pub   []byte
+	owner string
 }
 
 // sealPending stores the new share at epoch as pending. A pending share left
@@ -203,7 +211,7 @@ func (n *Node) sealPending(ctx context.Context, r *protocol.ReshareRequest, plan
 	}
 	meta := store.WalletMeta{
 		WalletID: r.WalletID, KeyType: r.KeyType, Epoch: epoch, Committee: slices.Clone(r.NodeIDs), Threshold: r.NewThreshold,
-		PubKey: plan.pub, CreatedAt: time.Now().UTC(), Status: store.StatusPending, CreatedBy: r.ClientID,
+		PubKey: plan.pub, CreatedAt: time.Now().UTC(), Status: store.StatusPending, CreatedBy: plan.owner,
 	}
 	return n.st.PutShare(meta, sealed)
 }
@@ -235,7 +243,7 @@ func (n *Node) switchEpoch(ctx context.Context, r *protocol.ReshareRequest, plan
 	}
 	return n.st.SwitchEpoch(r.WalletID, r.KeyType, epoch, &store.Record{Meta: store.WalletMeta{
 		WalletID: r.WalletID, KeyType: r.KeyType, Epoch: epoch, Committee: slices.Clone(r.NodeIDs), Threshold: r.NewThreshold,
-		PubKey: plan.pub, CreatedAt: time.Now().UTC(), Status: store.StatusRetired, CreatedBy: r.ClientID,
+		PubKey: plan.pub, CreatedAt: time.Now().UTC(), Status: store.StatusRetired, CreatedBy: plan.owner,
 	}, Sealed: sealed})
 }
 
