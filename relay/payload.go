@@ -168,8 +168,12 @@ func VerifyDelivery(data []byte, nodeKeys map[string]crypto.PublicKey, rules att
 	if err != nil {
 		return nil, err
 	}
+	want, err := protocol.Canonicalize(d.Result) // whitespace and member order are free
+	if err != nil {
+		return nil, err
+	}
 	switch {
-	case res.Succeeded() && dec.Err == nil && bytes.Equal(got, d.Result):
+	case res.Succeeded() && dec.Err == nil && bytes.Equal(got, want):
 	case !res.Succeeded() && !timeout && dec.Err != nil && dec.Result.ErrorCode == res.ErrorCode:
 	default:
 		return nil, fmt.Errorf("%w: the attestations decide another result", ErrNotAttested)
