@@ -28,7 +28,7 @@ func BenchmarkWebhookExtraLatency(b *testing.B) {
 	if a := post(b, run.srv.URL+"/v1/wallets", e.tokens["svcA"], raw); a.Status != 202 {
 		b.Fatalf("keygen: %d %s", a.Status, a.Body)
 	}
-	waitResult(b, run.srv.URL, e.tokens["svcA"], rid, 2*time.Minute)
+	e.waitResult(b, run.srv.URL, e.tokens["svcA"], rid, 2*time.Minute)
 
 	nc, err := nats.Connect(e.c.URL)
 	if err != nil {

@@ -2,10 +2,12 @@ package relay
 
 import (
 	"bytes"
+	"crypto"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,6 +30,14 @@ const (
 	DefaultMaxBackoff     = 5 * time.Minute
 	DefaultConcurrency    = 8
 	DefaultPublishTimeout = 5 * time.Second
+	// DefaultHold: how long the relay collects the node results of one
+	// request before it decides an undecided request as TIMEOUT (twice the
+	// Go client's default request TTL, so that a request still running on
+	// the nodes is not given up early).
+	DefaultHold = 10 * time.Minute
+	// minSigners: fewer than two signers is no threshold at all (signerd
+	// refuses it too, signer/config.MinSigners).
+	minSigners = 2
 )
 
 // Config is signer-relay's YAML configuration (docs/signer-relay.example.yaml).
@@ -56,7 +66,29 @@ type Config struct {
 		HistoryDuplicates time.Duration `yaml:"history_duplicates"`
 		DLQMaxAge         time.Duration `yaml:"dlq_max_age"`
 	} `yaml:"streams"`
+	// Cluster names the signer nodes whose results the relay attests
+	// before anything reaches a webhook, SSE or long poll. Required.
+	Cluster ClusterConfig            `yaml:"cluster"`
 	Clients map[string]*ClientConfig `yaml:"clients"`
+}
+
+// ClusterConfig is what the relay needs to attest results exactly like the
+// Go client: the nodes' identity public keys and how many of them must
+// agree.
+type ClusterConfig struct {
+	// Peers: node ID -> the node's identity public key (PEM or base64
+	// PKIX), the same list as signerd's peers (signerctl identity prints
+	// each). Every node of the cluster: a keygen is attested only when
+	// every one of them reports the same public keys.
+	Peers map[string]string `yaml:"peers"`
+	// Signers: t+1, how many distinct nodes must report the same sign or
+	// reshare outcome (or an error): signerd's threshold.
+	Signers int `yaml:"signers"`
+	// Hold: how long the relay collects a request's node results before
+	// it decides an undecided request as TIMEOUT (default 10m). At most
+	// streams.history_duplicates, so that a decision made again after a
+	// relay restart is stored once.
+	Hold time.Duration `yaml:"hold"`
 }
 
 // NATSConfig names a NATS server and the credentials to use.
@@ -158,6 +190,9 @@ func (c *Config) Check() error {
 	if s.DLQMaxAge <= 0 {
 		s.DLQMaxAge = DefaultDLQMaxAge
 	}
+	if err := c.Cluster.check(s.HistoryDuplicates); err != nil {
+		return err
+	}
 	if len(c.Clients) == 0 {
 		return errors.New("config: no clients")
 	}
@@ -191,6 +226,43 @@ func (c *Config) Check() error {
 		}
 	}
 	return nil
+}
+
+func (c *ClusterConfig) check(dedup time.Duration) error {
+	if len(c.Peers) == 0 {
+		return errors.New("config: cluster.peers missing: the relay verifies every result against the nodes' identity keys (signerctl identity prints each)")
+	}
+	for _, id := range slices.Sorted(maps.Keys(c.Peers)) {
+		if err := protocol.ValidToken(id); err != nil {
+			return fmt.Errorf("config: cluster.peers: node id %q: %w", id, err)
+		}
+		if _, err := keyfile.ParsePublicKey(c.Peers[id]); err != nil {
+			return fmt.Errorf("config: cluster.peers.%s: %w", id, err)
+		}
+	}
+	if c.Signers < minSigners || c.Signers > len(c.Peers) {
+		return fmt.Errorf("config: cluster.signers (t+1, signerd's threshold) must be between %d and %d (the peers), got %d", minSigners, len(c.Peers), c.Signers)
+	}
+	if c.Hold <= 0 {
+		c.Hold = min(DefaultHold, dedup)
+	}
+	if c.Hold > dedup {
+		return fmt.Errorf("config: cluster.hold (%s) longer than streams.history_duplicates (%s)", c.Hold, dedup)
+	}
+	return nil
+}
+
+// NodeKeys parses the peers' identity keys (node ID -> public key).
+func (c *ClusterConfig) NodeKeys() (map[string]crypto.PublicKey, error) {
+	keys := make(map[string]crypto.PublicKey, len(c.Peers))
+	for id, s := range c.Peers {
+		pub, err := keyfile.ParsePublicKey(s)
+		if err != nil {
+			return nil, fmt.Errorf("config: cluster.peers.%s: %w", id, err)
+		}
+		keys[id] = pub
+	}
+	return keys, nil
 }
 
 func (n *NATSConfig) check(where string) error {
@@ -237,12 +309,7 @@ func (w *WebhookConfig) check(where string) error {
 
 // ClientIDs returns the configured clientIDs, sorted.
 func (c *Config) ClientIDs() []string {
-	ids := make([]string, 0, len(c.Clients))
-	for id := range c.Clients {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	return ids
+	return slices.Sorted(maps.Keys(c.Clients))
 }
 
 // redactURL drops user info and query from a URL for logs.

@@ -17,8 +17,8 @@ import (
 func WebhookConsumerName(clientID string) string { return "relay_webhook_" + clientID }
 
 // deliverWebhooks consumes the client's history (and replayed dead letters)
-// with a durable consumer and posts each result to the webhook, at most
-// Concurrency at a time.
+// with a durable consumer and posts each decision (a Delivery) to the
+// webhook, at most Concurrency at a time.
 func (r *Relay) deliverWebhooks(ctx context.Context, cs *clientState, wg *sync.WaitGroup) (stop func(), err error) {
 	w := cs.wcfg
 	c, err := r.js.CreateOrUpdateConsumer(ctx, HistoryStream, jetstream.ConsumerConfig{
@@ -54,8 +54,8 @@ func (r *Relay) deliverWebhooks(ctx context.Context, cs *clientState, wg *sync.W
 	return cc.Stop, nil
 }
 
-// webhookID is stable per result: the history copy's Relay-Webhook-Id (the
-// result's Nats-Msg-Id), kept by dead letters and replays.
+// webhookID is stable per request: the decision's Relay-Webhook-Id
+// (DecisionMsgID), kept by dead letters and replays.
 func webhookID(m jetstream.Msg, md *jetstream.MsgMetadata) string {
 	if id := m.Headers().Get(hdrWebhookID); id != "" {
 		return id
@@ -70,6 +70,14 @@ func (r *Relay) deliverOne(ctx context.Context, cs *clientState, m jetstream.Msg
 		return
 	}
 	id := webhookID(m, md)
+	if !attested(m) {
+		// Stored by a relay before attestation: an unverified node result
+		// is never posted.
+		r.log.Warn("webhook: history entry without attestation dropped", "client_id", cs.id, "webhook_id", id, "seq", md.Sequence.Stream)
+		r.m.deliveries.WithLabelValues(cs.id, "unattested_dropped").Inc()
+		_ = m.Term()
+		return
+	}
 	start := time.Now()
 	err = cs.webhook.post(ctx, id, m.Data())
 	if ctx.Err() != nil {
@@ -123,6 +131,7 @@ func (r *Relay) deadLetter(ctx context.Context, cs *clientState, m jetstream.Msg
 	msg := &nats.Msg{Subject: DLQSubject(cs.id), Data: m.Data(), Header: nats.Header{}}
 	msg.Header.Set(hdrWebhookID, id)
 	msg.Header.Set(hdrHistorySeq, strconv.FormatUint(md.Sequence.Stream, 10))
+	msg.Header.Set(hdrPayload, m.Headers().Get(hdrPayload))
 	msg.Header.Set(hdrLastError, cause.Error())
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 	defer cancel()

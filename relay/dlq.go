@@ -11,14 +11,18 @@ import (
 
 // DeadLetter is one entry of RELAY_DLQ.
 type DeadLetter struct {
-	Seq        uint64    `json:"seq"`
-	ClientID   string    `json:"client_id"`
-	WebhookID  string    `json:"webhook_id"`
-	HistorySeq string    `json:"history_seq"`
-	LastError  string    `json:"last_error"`
-	Stored     time.Time `json:"stored"`
-	Size       int       `json:"size"`
-	data       []byte
+	Seq        uint64 `json:"seq"`
+	ClientID   string `json:"client_id"`
+	WebhookID  string `json:"webhook_id"`
+	HistorySeq string `json:"history_seq"`
+	LastError  string `json:"last_error"`
+	// Attested is false for a dead letter stored by a relay before
+	// attestation (an unverified node result): replayed, the webhook
+	// drops it.
+	Attested bool      `json:"attested"`
+	Stored   time.Time `json:"stored"`
+	Size     int       `json:"size"`
+	data     []byte
 }
 
 // ListDLQ returns the dead letters of clientID ("" for every client), oldest
@@ -62,6 +66,7 @@ func ListDLQ(ctx context.Context, js jetstream.JetStream, clientID string) ([]De
 				WebhookID:  m.Headers().Get(hdrWebhookID),
 				HistorySeq: m.Headers().Get(hdrHistorySeq),
 				LastError:  m.Headers().Get(hdrLastError),
+				Attested:   attested(m),
 				Stored:     md.Timestamp,
 				Size:       len(m.Data()),
 				data:       m.Data(),
@@ -105,6 +110,9 @@ func ReplayDLQ(ctx context.Context, js jetstream.JetStream, clientID string, seq
 		delete(want, d.Seq)
 		msg := &nats.Msg{Subject: ReplaySubject(clientID), Data: d.data, Header: nats.Header{}}
 		msg.Header.Set(hdrWebhookID, d.WebhookID)
+		if d.Attested {
+			msg.Header.Set(hdrPayload, PayloadFormat)
+		}
 		dedup := fmt.Sprintf("%s-replay-%d", d.WebhookID, d.Seq)
 		if _, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(dedup), jetstream.WithExpectStream(HistoryStream)); err != nil {
 			return n, fmt.Errorf("relay: replaying DLQ seq %d: %w", d.Seq, err)

@@ -6,45 +6,52 @@
 // hash, compared in constant time), checks the size, the shape, that the
 // envelope's client_id is the token's clientID and that the signature
 // verifies against a public key configured for that clientID, and publishes
-// the bytes unchanged to MPC_REQUESTS with Nats-Msg-Id = request_id. It
-// answers 202 {"request_id"} only after JetStream's publish ack, and 503
+// the bytes unchanged to MPC_REQUESTS with Nats-Msg-Id = routing.RequestMsgID.
+// It answers 202 {"request_id"} only after JetStream's publish ack, and 503
 // NATS_UNAVAILABLE when there is none: a request is never dropped silently.
-// The relay holds each client's NATS credentials, never a client signing key:
-// requests and results stay signed end to end.
+// The relay holds each client's NATS credentials, never a client signing key.
 //
-// Results out. Design choice: one history per client in JetStream.
+// Results out. Design choice: one history of attested decisions per client
+// in JetStream.
 //
 //	MPC_RESULTS --(client's durable result consumers, routing.ResultConsumers)-->
-//	  RELAY_RESULTS  relay.results.<clientID>   (limits retention, history_max_age)
+//	  verify each node result (cluster.peers), collect per request (attest)
+//	  RELAY_RESULTS  relay.results.<clientID>   (decisions; limits retention, history_max_age)
 //	      |-- durable consumer relay_webhook_<clientID> --> Standard Webhooks POST
 //	      |-- ordered consumers from a cursor          --> SSE, long polling
 //	RELAY_DLQ        relay.dlq.<clientID>       (webhook deliveries failed > max_age)
 //
-// The relay takes each result from the client's durable consumers on the
-// work-queue stream MPC_RESULTS and copies it, bytes unchanged, into
-// RELAY_RESULTS; the MPC_RESULTS message is acked only after the copy is
-// stored. The copy keeps the result's Nats-Msg-Id (result-<request_id>), so a
-// crash between the store and the ack stores it once (within the history's
-// dedup window, 24 h by default). MPC_RESULTS being a work queue, only one
-// reader can own a client's results; copying them into a limits-retention
-// stream lets three channels read them independently and lets readers come
-// back later:
+// Every node publishes its own signed result. The relay verifies each one
+// against the cluster's node keys and collects them per (op, request_id,
+// key_id) with an attest.Collector under the cluster's rules, exactly like
+// the Go client: nothing one node (or t nodes, or a NATS user) publishes
+// reaches a backend on its own. Only the decision, a Delivery (the attested
+// result and the node results that attest it, docs/canonical-encoding.md
+// §7), goes to RELAY_RESULTS, under Nats-Msg-Id DecisionMsgID; the node
+// results are acked only after the history stored it, so a crash between
+// the two stores it once (within the history's dedup window, 24 h by
+// default) and a crash before loses nothing (JetStream redelivers, the next
+// run collects again). A request undecided after cluster.hold is decided
+// TIMEOUT; results after a decision are acked and dropped. MPC_RESULTS
+// being a work queue, only one reader can own a client's results; the
+// limits-retention history lets three channels read the decisions
+// independently and lets readers come back later:
 //
-//   - Webhooks: a durable consumer per client posts each result, signed per
-//     Standard Webhooks, and acks only after a 2xx; otherwise NakWithDelay
-//     with exponential backoff and jitter. After max_age of failures the
-//     result moves to RELAY_DLQ (then acked). webhook-id is the result's
-//     Nats-Msg-Id, identical on every retry, dead letter and replay, so
-//     receivers deduplicate on it. `signer-relay dlq replay` publishes dead
-//     letters to relay.replay.<clientID>, which only the webhook consumer
-//     reads.
+//   - Webhooks: a durable consumer per client posts each decision, signed
+//     per Standard Webhooks, and acks only after a 2xx; otherwise
+//     NakWithDelay with exponential backoff and jitter. After max_age of
+//     failures the decision moves to RELAY_DLQ (then acked). webhook-id is
+//     the decision's Nats-Msg-Id, identical on every retry, dead letter and
+//     replay, so receivers deduplicate on it. `signer-relay dlq replay`
+//     publishes dead letters to relay.replay.<clientID>, which only the
+//     webhook consumer reads.
 //   - SSE and long polling: the cursor is the RELAY_RESULTS stream sequence;
 //     an ordered consumer filtered to relay.results.<clientID> starts after
 //     it. Sequences are totally ordered and never reused, so resuming from
 //     the last id seen loses and repeats nothing, across relay restarts too
-//     (the state is in JetStream, not in the relay). Results older than
+//     (the state is in JetStream, not in the relay). Decisions older than
 //     history_max_age are gone from the history.
 //
-// Everything the relay knows lives in JetStream, so a relay killed at any
-// point restarts without loss: unacked messages are redelivered.
+// Everything the relay must not lose lives in JetStream, so a relay killed
+// at any point restarts without loss: unacked messages are redelivered.
 package relay

@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -24,6 +26,7 @@ import (
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
+	"github.com/hwsigner/signer/attest"
 	"github.com/hwsigner/signer/internal/fixtures"
 	"github.com/hwsigner/signer/internal/testhsm"
 	"github.com/hwsigner/signer/keyfile"
@@ -116,6 +119,7 @@ func (e *env) config(t testing.TB, hooks map[string]*receiver) relay.Config {
 	t.Helper()
 	cfg := relay.Config{Clients: map[string]*relay.ClientConfig{}}
 	cfg.NATS.URL = e.c.URL
+	cfg.Cluster = clusterConfig(t, e.c.NodeKeys, 2)
 	for id, k := range e.keys {
 		pem, _ := keyfile.MarshalPublicKeyPEM(k.Public())
 		cc := &relay.ClientConfig{
@@ -136,6 +140,20 @@ func (e *env) config(t testing.TB, hooks map[string]*receiver) relay.Config {
 		cfg.Clients[id] = cc
 	}
 	return cfg
+}
+
+// clusterConfig returns the relay's cluster section for node keys.
+func clusterConfig(t testing.TB, keys map[string]crypto.PublicKey, signers int) relay.ClusterConfig {
+	t.Helper()
+	c := relay.ClusterConfig{Peers: map[string]string{}, Signers: signers}
+	for id, k := range keys {
+		pem, err := keyfile.MarshalPublicKeyPEM(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Peers[id] = pem
+	}
+	return c
 }
 
 // running is one relay in this process, served by httptest.
@@ -269,8 +287,8 @@ func (e *env) submitSigns(t testing.TB, base, clientID, walletID string, n int) 
 	return ids
 }
 
-// poll long-polls the client's results after cursor.
-func poll(t testing.TB, base, token string, after uint64, wait string) (results []polledResult, next uint64) {
+// poll long-polls the client's results after cursor and verifies each.
+func (e *env) poll(t testing.TB, base, token string, after uint64, wait string) (results []polledResult, next uint64) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/v1/results?after=%d&wait=%s", base, after, wait), nil)
 	req.Header.Set("Authorization", "Bearer "+token)
@@ -285,8 +303,9 @@ func poll(t testing.TB, base, token string, after uint64, wait string) (results 
 	}
 	var ans struct {
 		Results []struct {
-			Cursor uint64          `json:"cursor"`
-			Result json.RawMessage `json:"result"`
+			Cursor       uint64          `json:"cursor"`
+			Result       json.RawMessage `json:"result"`
+			Attestations [][]byte        `json:"attestations"`
 		} `json:"results"`
 		NextCursor uint64 `json:"next_cursor"`
 	}
@@ -294,7 +313,9 @@ func poll(t testing.TB, base, token string, after uint64, wait string) (results 
 		t.Fatal(err)
 	}
 	for _, r := range ans.Results {
-		results = append(results, polledResult{r.Cursor, decodeResult(t, r.Result)})
+		// The item is a delivery plus its cursor: verify it as one.
+		item, _ := json.Marshal(map[string]any{"result": r.Result, "attestations": r.Attestations})
+		results = append(results, polledResult{r.Cursor, e.decodeDelivery(t, item)})
 	}
 	return results, ans.NextCursor
 }
@@ -304,22 +325,77 @@ type polledResult struct {
 	Res    *protocol.Result
 }
 
-func decodeResult(t testing.TB, raw []byte) *protocol.Result {
-	t.Helper()
-	res, err := protocol.DecodeResult(raw)
+// delivery is the relay's payload as a backend sees it (webhook body, SSE
+// data, long-poll item), decoded here without the relay's code.
+type delivery struct {
+	Result       json.RawMessage   `json:"result"`
+	Attestations [][]byte          `json:"attestations"`
+	Nodes        map[string]string `json:"nodes"`
+}
+
+// verifyDelivery checks a delivery the way a backend in another language
+// would (docs/canonical-encoding.md §7), with protocol.VerifyResult and the
+// attest rules, not with the relay's code: every attestation is a node
+// result that verifies against the cluster's keys and names the delivered
+// request; fed to a collector they decide exactly the delivered result (or,
+// for a TIMEOUT, nothing).
+func (e *env) verifyDelivery(data []byte) (*protocol.Result, *delivery, error) {
+	var d delivery
+	if err := json.Unmarshal(data, &d); err != nil {
+		return nil, nil, fmt.Errorf("payload: %w", err)
+	}
+	res, err := protocol.DecodeResult(d.Result)
 	if err != nil {
-		t.Fatalf("result: %v", err)
+		return nil, nil, fmt.Errorf("payload result: %w", err)
+	}
+	if res.NodeID != "" || res.NodeSignature != "" {
+		return nil, nil, errors.New("the attested result carries one node's id or signature")
+	}
+	col := attest.NewCollector(res.Op, attest.Rules{Nodes: e.c.NodeIDs, Signers: 2})
+	var dec attest.Decision
+	done := false
+	for i, raw := range d.Attestations {
+		a, err := protocol.VerifyResult(raw, e.c.NodeKeys)
+		if err != nil {
+			return nil, nil, fmt.Errorf("attestation %d: %w", i, err)
+		}
+		if a.Op != res.Op || a.RequestID != res.RequestID || a.ClientID != res.ClientID || a.KeyID != res.KeyID {
+			return nil, nil, fmt.Errorf("attestation %d is for another request", i)
+		}
+		if !done {
+			dec, done = col.Add(a, raw)
+		}
+	}
+	switch {
+	case !done && res.ErrorCode == protocol.CodeTimeout:
+		return res, &d, nil // the relay stopped waiting: evidence, no outcome
+	case !done:
+		return nil, nil, fmt.Errorf("%d attestations decide nothing (result %s %s)", len(d.Attestations), res.ResultType, res.ErrorCode)
+	}
+	got := *dec.Result
+	got.NodeID, got.NodeSignature = "", ""
+	if res.Succeeded() != got.Succeeded() || (res.Succeeded() && got != *res) || res.ErrorCode != got.ErrorCode {
+		return nil, nil, fmt.Errorf("the attestations decide %+v, the delivery says %+v", got, *res)
+	}
+	return res, &d, nil
+}
+
+func (e *env) decodeDelivery(t testing.TB, raw []byte) *protocol.Result {
+	t.Helper()
+	res, _, err := e.verifyDelivery(raw)
+	if err != nil {
+		t.Fatalf("delivery: %v", err)
 	}
 	return res
 }
 
 // waitResult long-polls until the result of requestID arrives.
-func waitResult(t testing.TB, base, token, requestID string, timeout time.Duration) *protocol.Result {
+func (e *env) waitResult(t testing.TB, base, token, requestID string, timeout time.Duration) *protocol.Result {
 	t.Helper()
 	var cursor uint64
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		rs, next := poll(t, base, token, cursor, "5s")
+		rs, next := e.poll(t, base, token, cursor, "5s")
 		for _, r := range rs {
 			if r.Res.RequestID == requestID {
 				return r.Res
@@ -332,11 +408,11 @@ func waitResult(t testing.TB, base, token, requestID string, timeout time.Durati
 }
 
 // endCursor returns the cursor after every result the client has so far.
-func endCursor(t testing.TB, base, token string) uint64 {
+func (e *env) endCursor(t testing.TB, base, token string) uint64 {
 	t.Helper()
 	var c uint64
 	for {
-		rs, next := poll(t, base, token, c, "0s")
+		rs, next := e.poll(t, base, token, c, "0s")
 		if len(rs) == 0 {
 			return c
 		}
@@ -345,8 +421,8 @@ func endCursor(t testing.TB, base, token string) uint64 {
 }
 
 // receiver is a webhook endpoint that verifies every delivery with the
-// Standard Webhooks reference library (not the relay's code) and the node
-// signature of the result.
+// Standard Webhooks reference library (not the relay's code) and its
+// attestations (verifyDelivery). It keeps every body it accepted.
 type receiver struct {
 	srv      *httptest.Server
 	secret   string
@@ -396,9 +472,9 @@ func newReceiver(t testing.TB, e *env, clientID string) *receiver {
 			fail("standard webhooks verification: " + err.Error())
 			return
 		}
-		res, err := protocol.VerifyResult(body, e.c.NodeKeys)
+		res, _, err := e.verifyDelivery(body)
 		if err != nil {
-			fail("node signature: " + err.Error())
+			fail("attestation: " + err.Error())
 			return
 		}
 		if res.ClientID != clientID {

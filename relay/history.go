@@ -9,11 +9,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// historyEntry is one result of a client's history with its cursor (the
-// RELAY_RESULTS stream sequence).
+// historyEntry is one decision of a client's history with its cursor (the
+// RELAY_RESULTS stream sequence). Attested is false for an entry stored by
+// a relay before attestation (an unverified node result): it is skipped,
+// only its cursor counts.
 type historyEntry struct {
-	Cursor uint64
-	Data   []byte
+	Cursor   uint64
+	Data     []byte
+	Attested bool
 }
 
 // parseCursor reads a cursor: "" or "0" is the start of the history.
@@ -48,5 +51,11 @@ func entryOf(m jetstream.Msg) (historyEntry, error) {
 	if err != nil {
 		return historyEntry{}, err
 	}
-	return historyEntry{Cursor: md.Sequence.Stream, Data: m.Data()}, nil
+	return historyEntry{Cursor: md.Sequence.Stream, Data: m.Data(), Attested: attested(m)}, nil
+}
+
+// attested reports whether a history (or dead-letter) message holds a
+// Delivery.
+func attested(m jetstream.Msg) bool {
+	return m.Headers().Get(hdrPayload) == PayloadFormat
 }

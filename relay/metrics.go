@@ -11,6 +11,7 @@ type Metrics struct {
 
 	requests    *prometheus.CounterVec
 	forwarded   *prometheus.CounterVec
+	decisions   *prometheus.CounterVec
 	deliveries  *prometheus.CounterVec
 	retries     *prometheus.CounterVec
 	deadLetters *prometheus.CounterVec
@@ -30,8 +31,12 @@ func NewMetrics() *Metrics {
 		}, []string{"client_id", "op", "code"}),
 		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "signer_relay_results_forwarded_total",
-			Help: "Results taken from MPC_RESULTS into the relay's history, by outcome (stored, retry, dropped).",
+			Help: "Node results taken from MPC_RESULTS, by outcome: collected (verified, added to its request's collector), rejected (fails verification: never passed on), straggler (after its request's decision: dropped), retry (the decision was not stored; redelivered).",
 		}, []string{"client_id", "outcome"}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "signer_relay_decisions_total",
+			Help: "Attested decisions written to the relay's history, by op and outcome (success, error, timeout: undecided after cluster.hold).",
+		}, []string{"client_id", "op", "outcome"}),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "signer_relay_webhook_deliveries_total",
 			Help: "Webhook delivery attempts by outcome (success, http_error, network_error, dead_letter).",
@@ -59,7 +64,7 @@ func NewMetrics() *Metrics {
 			Help: "Open Server-Sent Events streams.",
 		}),
 	}
-	m.Registry.MustRegister(m.requests, m.forwarded, m.deliveries, m.retries, m.deadLetters, m.latency, m.attempt, m.streams,
+	m.Registry.MustRegister(m.requests, m.forwarded, m.decisions, m.deliveries, m.retries, m.deadLetters, m.latency, m.attempt, m.streams,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

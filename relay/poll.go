@@ -18,9 +18,11 @@ const (
 	maxPollLimit = 1000
 )
 
+// polled is one item of a long poll: a Delivery with its cursor,
+// {"cursor": 7, "result": {...}, "attestations": [...]}.
 type polled struct {
-	Cursor uint64          `json:"cursor"`
-	Result json.RawMessage `json:"result"`
+	Cursor uint64 `json:"cursor"`
+	Delivery
 }
 
 type pollAnswer struct {
@@ -31,8 +33,8 @@ type pollAnswer struct {
 }
 
 // handleResults serves GET /v1/results?after=CURSOR&wait=30s&limit=100: the
-// caller's results after CURSOR, answered as soon as one exists or when wait
-// has passed (then with an empty list).
+// caller's decisions (Delivery, each with its cursor) after CURSOR, answered
+// as soon as one exists or when wait has passed (then with an empty list).
 func (r *Relay) handleResults(w http.ResponseWriter, req *http.Request) {
 	clientID, ok := r.authGet(w, req)
 	if !ok {
@@ -65,9 +67,14 @@ func (r *Relay) handleResults(w http.ResponseWriter, req *http.Request) {
 	}
 	ans := pollAnswer{Results: []polled{}, NextCursor: cursor}
 	add := func(m jetstream.Msg) {
-		if e, err := entryOf(m); err == nil {
-			ans.Results = append(ans.Results, polled{Cursor: e.Cursor, Result: e.Data})
-			ans.NextCursor = e.Cursor
+		e, err := entryOf(m)
+		if err != nil {
+			return
+		}
+		ans.NextCursor = e.Cursor
+		var d Delivery
+		if e.Attested && json.Unmarshal(e.Data, &d) == nil {
+			ans.Results = append(ans.Results, polled{Cursor: e.Cursor, Delivery: d})
 		}
 	}
 	if wait >= time.Second { // the server's minimum pull expiry

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hwsigner/signer/attest"
 	"github.com/hwsigner/signer/keyfile"
 	"github.com/hwsigner/signer/protocol"
 )
@@ -25,6 +28,10 @@ type Relay struct {
 	tokens  tokenSet
 	clients map[string]*clientState
 	m       *Metrics
+
+	// nodeKeys and rules attest every node result (cluster section).
+	nodeKeys map[string]crypto.PublicKey
+	rules    attest.Rules
 
 	nc *nats.Conn // the relay's own connection (history, DLQ)
 	js jetstream.JetStream
@@ -54,6 +61,11 @@ func New(cfg Config, log *slog.Logger) (*Relay, error) {
 		return nil, err
 	}
 	r := &Relay{cfg: cfg, log: log, clients: map[string]*clientState{}, m: NewMetrics()}
+	var err error
+	if r.nodeKeys, err = cfg.Cluster.NodeKeys(); err != nil {
+		return nil, err
+	}
+	r.rules = attest.Rules{Nodes: slices.Sorted(maps.Keys(r.nodeKeys)), Signers: cfg.Cluster.Signers}
 	ok := false
 	defer func() {
 		if !ok {
@@ -86,7 +98,6 @@ func New(cfg Config, log *slog.Logger) (*Relay, error) {
 		}
 		r.clients[id] = cs
 	}
-	var err error
 	if r.nc, err = connect(cfg.NATS, "signer-relay", "_INBOX"); err != nil {
 		return nil, fmt.Errorf("relay: nats: %w", err)
 	}

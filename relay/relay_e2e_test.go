@@ -29,7 +29,7 @@ func TestRelayEndToEnd(t *testing.T) {
 		if a := post(t, base()+"/v1/wallets", e.tokens[id], raw); a.Status != http.StatusAccepted {
 			t.Fatalf("keygen %s: %d %s", id, a.Status, a.Body)
 		}
-		if res := waitResult(t, base(), e.tokens[id], rid, 2*time.Minute); !res.Succeeded() || res.EdDSAPubKey == "" {
+		if res := e.waitResult(t, base(), e.tokens[id], rid, 2*time.Minute); !res.Succeeded() || res.EdDSAPubKey == "" {
 			t.Fatalf("keygen %s: %+v", id, res)
 		}
 	}
@@ -96,7 +96,7 @@ func TestRelayEndToEnd(t *testing.T) {
 	t.Run("RelayKilledMidDelivery", func(t *testing.T) {
 		h := hooks["svcA"]
 		h.delay.Store(int64(150 * time.Millisecond))
-		before := endCursor(t, base(), e.tokens["svcA"])
+		before := e.endCursor(t, base(), e.tokens["svcA"])
 		ids := e.submitSigns(t, base(), "svcA", "w-svcA", 12)
 		// Kill once some results have reached the receiver, others not.
 		deadline := time.Now().Add(60 * time.Second)
@@ -123,7 +123,7 @@ func TestRelayEndToEnd(t *testing.T) {
 		seen := map[string]int{}
 		c := before
 		for len(seen) < len(ids) {
-			rs, next := poll(t, base(), e.tokens["svcA"], c, "10s")
+			rs, next := e.poll(t, base(), e.tokens["svcA"], c, "10s")
 			if len(rs) == 0 {
 				break
 			}
@@ -141,7 +141,7 @@ func TestRelayEndToEnd(t *testing.T) {
 
 	t.Run("SSEResumeWithLastEventID", func(t *testing.T) {
 		tok := e.tokens["svcA"]
-		start := endCursor(t, base(), tok)
+		start := e.endCursor(t, base(), tok)
 		events, disconnect := openSSE(t, base(), tok, strconv.FormatUint(start, 10))
 		ids := e.submitSigns(t, base(), "svcA", "w-svcA", 10)
 		want := map[string]bool{}
@@ -158,7 +158,7 @@ func TestRelayEndToEnd(t *testing.T) {
 					if !ok {
 						t.Fatal("SSE stream ended")
 					}
-					res := decodeResult(t, []byte(ev.Data))
+					res := e.decodeDelivery(t, []byte(ev.Data))
 					if res.ClientID != "svcA" {
 						t.Fatalf("SSE of svcA carried a result of %s", res.ClientID)
 					}
@@ -191,8 +191,8 @@ func TestRelayEndToEnd(t *testing.T) {
 	})
 
 	t.Run("TwoClientsSeeOnlyTheirOwn", func(t *testing.T) {
-		startA := endCursor(t, base(), e.tokens["svcA"])
-		startB := endCursor(t, base(), e.tokens["svcB"])
+		startA := e.endCursor(t, base(), e.tokens["svcA"])
+		startB := e.endCursor(t, base(), e.tokens["svcB"])
 		idsA := e.submitSigns(t, base(), "svcA", "w-svcA", 3)
 		idsB := e.submitSigns(t, base(), "svcB", "w-svcB", 3)
 		hooks["svcA"].waitFor(t, idsA, 60*time.Second)
@@ -203,7 +203,7 @@ func TestRelayEndToEnd(t *testing.T) {
 				start = startB
 			}
 			// Long polling: only the caller's results.
-			rs, _ := poll(t, base(), e.tokens[id], start, "0s")
+			rs, _ := e.poll(t, base(), e.tokens[id], start, "0s")
 			got := map[string]bool{}
 			for _, r := range rs {
 				if r.Res.ClientID != id {
@@ -222,7 +222,7 @@ func TestRelayEndToEnd(t *testing.T) {
 			for need > 0 {
 				select {
 				case ev := <-events:
-					res := decodeResult(t, []byte(ev.Data))
+					res := e.decodeDelivery(t, []byte(ev.Data))
 					if res.ClientID != id {
 						t.Fatalf("SSE of %s carried a result of %s", id, res.ClientID)
 					}

@@ -13,7 +13,7 @@ import (
 const sseKeepAlive = 15 * time.Second
 
 // handleEvents serves GET /v1/events: the caller's results as Server-Sent
-// Events "id: <cursor>\nevent: result\ndata: <result JSON>\n\n", starting
+// Events "id: <cursor>\nevent: result\ndata: <Delivery JSON>\n\n", starting
 // after Last-Event-ID (or ?after=), or at the start of the retained history.
 // Reconnecting with the last id received resumes with nothing lost or
 // repeated.
@@ -80,7 +80,10 @@ func (r *Relay) handleEvents(w http.ResponseWriter, req *http.Request) {
 			}
 			fl.Flush()
 		case e := <-ch:
-			// Results are single-line JSON (raw newlines are escaped).
+			if !e.Attested {
+				continue
+			}
+			// Deliveries are single-line JSON (raw newlines are escaped).
 			if _, err := fmt.Fprintf(w, "id: %d\nevent: result\ndata: %s\n\n", e.Cursor, e.Data); err != nil {
 				return
 			}

@@ -21,8 +21,8 @@ const clockSkew = 5 * time.Minute
 // accepted is the 202 body.
 type accepted struct {
 	RequestID string `json:"request_id"`
-	// Duplicate: JetStream already held a request with this request_id;
-	// the first one stands.
+	// Duplicate: JetStream already held these exact request bytes (within
+	// its 10-minute duplicate window); the first one stands.
 	Duplicate bool `json:"duplicate,omitempty"`
 }
 
@@ -31,8 +31,9 @@ type accepted struct {
 // relay authenticates the bearer token, checks size and shape, that
 // client_id is the token's clientID and that the signature verifies against
 // a key configured for that clientID, then publishes the bytes unchanged to
-// MPC_REQUESTS with Nats-Msg-Id = request_id and answers 202 once JetStream
-// has acked.
+// MPC_REQUESTS with Nats-Msg-Id = routing.RequestMsgID (client, request_id
+// and a hash of the bytes, like the Go client) and answers 202 once
+// JetStream has acked.
 func (r *Relay) handleSubmit(op string) http.HandlerFunc {
 	return func(w http.ResponseWriter, req *http.Request) {
 		if req.Method != http.MethodPost {
@@ -110,7 +111,7 @@ func (r *Relay) submit(ctx context.Context, clientID, op string, w http.Response
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 	defer cancel()
 	ack, err := cs.js.PublishMsg(pctx, &nats.Msg{Subject: subject, Data: raw},
-		jetstream.WithMsgID(env.RequestID), jetstream.WithExpectStream(routing.RequestStream))
+		jetstream.WithMsgID(routing.RequestMsgID(clientID, env.RequestID, raw)), jetstream.WithExpectStream(routing.RequestStream))
 	if err != nil {
 		r.log.Warn("publish failed", "client_id", clientID, "op", op, "request_id", env.RequestID, "err", err)
 		return http.StatusServiceUnavailable, CodeNATSUnavailable, "JetStream did not acknowledge the request; retry with the same request_id", none

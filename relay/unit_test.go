@@ -84,3 +84,60 @@ func TestParseConfigStrict(t *testing.T) {
 		t.Fatalf("example config: %v", err)
 	}
 }
+
+func TestClusterConfigChecked(t *testing.T) {
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "tok")
+	if err := os.WriteFile(tok, []byte("token-0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile("../docs/signer-relay.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The example's cluster section, with one client that parses.
+	_, cluster, _ := strings.Cut(string(raw), "\ncluster:\n")
+	cluster, _, _ = strings.Cut(cluster, "\nclients:")
+	base := "nats: {url: nats://x}\nclients:\n  svcA:\n    token_source: file:" + tok +
+		"\n    public_keys: [MCowBQYDK2VwAyEA11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=]\n"
+	example := "cluster:\n" + cluster + "\n"
+	tests := []struct {
+		name    string
+		cluster string
+		want    string // "" accepted
+	}{
+		{"example", example, ""},
+		{"missing", "", "cluster.peers missing"},
+		{"no signers", strings.Replace(example, "signers: 2", "signers: 0", 1), "cluster.signers"},
+		{"one signer", strings.Replace(example, "signers: 2", "signers: 1", 1), "cluster.signers"},
+		{"more signers than peers", strings.Replace(example, "signers: 2", "signers: 4", 1), "cluster.signers"},
+		{"bad node id", strings.Replace(example, "node1:", "node.1:", 1), "node id"},
+		{"bad key", strings.Replace(example, "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEN98q", "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEN98X", 1), "cluster.peers.node1"},
+		{"hold beyond the dedup window", strings.Replace(example, "hold: 10m", "hold: 25h", 1), "cluster.hold"},
+		{"unknown key", strings.Replace(example, "hold: 10m", "hold: 10m\n  threshold: 2", 1), "threshold"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := ParseConfig([]byte(base + tc.cluster))
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatal(err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("got %v, want an error with %q", err, tc.want)
+			case tc.want == "":
+				if c.Cluster.Hold != 10*time.Minute || c.Cluster.Signers != 2 {
+					t.Fatalf("cluster %+v", c.Cluster)
+				}
+				keys, err := c.Cluster.NodeKeys()
+				if err != nil || len(keys) != 3 {
+					t.Fatalf("node keys %v %v", keys, err)
+				}
+			}
+		})
+	}
+	// Hold defaults to 10m, bounded by a shorter dedup window.
+	c, err := ParseConfig([]byte(base + strings.Replace(example, "hold: 10m", "", 1) + "streams: {history_duplicates: 5m}\n"))
+	if err != nil || c.Cluster.Hold != 5*time.Minute {
+		t.Fatalf("default hold: %v %v", c, err)
+	}
+}
