@@ -106,7 +106,9 @@ func startWithPolicy(t *testing.T, n, th int, pol *policy.Policy, uriFor func(no
 	return c
 }
 
-func newClient(t *testing.T, c *devcluster.Cluster, k clientKey) *client.Client {
+// newClient connects a client with key k; extra options (WithSigners when
+// the cluster's t+1 is not a majority) come after the defaults.
+func newClient(t *testing.T, c *devcluster.Cluster, k clientKey, extra ...client.Option) *client.Client {
 	t.Helper()
 	id := k.ids[0]
 	prefix := "_INBOX_legacy"
@@ -122,7 +124,7 @@ func newClient(t *testing.T, c *devcluster.Cluster, k clientKey) *client.Client 
 	if id != "" {
 		opts = append(opts, client.WithClientID(id))
 	}
-	cl, err := client.New(nc, k.signer, opts...)
+	cl, err := client.New(nc, k.signer, append(opts, extra...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -100,7 +100,9 @@ func waitEpoch(ctx context.Context, t *testing.T, c *devcluster.Cluster, wallet,
 func TestReshare2of3To3of4(t *testing.T) {
 	keys := newKeys(t)
 	c := startReshareCluster(t, 5, 1, keys, 3*time.Minute, 0)
-	cl := newClient(t, c, keys["svcA"])
+	// The cluster's t+1 is 2, not a majority of 5: the client must know it
+	// (two NODES_NOT_READY below are final).
+	cl := newClient(t, c, keys["svcA"], client.WithSigners(2))
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	const wallet = "w-reshare"
