@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/hwsigner/signer/client"
+	"github.com/hwsigner/signer/internal/testhsm"
+	"github.com/hwsigner/signer/policy"
 )
 
 // TestLoad: four clients send sign requests (EdDSA, every tenth ECDSA), each
@@ -34,7 +36,12 @@ func TestLoad(t *testing.T) {
 		"svcA": {edA, []string{"svcA"}}, "svcB": {edB, []string{"svcB"}},
 		"svcC": {edC, []string{"svcC"}}, "svcD": {p256, []string{"svcD"}},
 	}
-	c := start(t, 3, 1, keys)
+	// svcA creates the wallet; the policy grants it to the other three
+	// (a wallet serves only its owner unless the policy says otherwise).
+	shared := []policy.WalletGrant{{Owner: "svcA", Wallets: []string{"load"}}}
+	testhsm.Setup(t)
+	c := startWithPolicy(t, 3, 1, policyWithGrants(t, keys, map[string][]policy.WalletGrant{"svcB": shared, "svcC": shared, "svcD": shared}),
+		func(string) string { return testhsm.Token(t, "node") })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	clients := map[string]*client.Client{}
