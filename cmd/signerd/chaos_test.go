@@ -293,11 +293,18 @@ func runChaos(t *testing.T, pc *procCluster, url string, perClient int, atThird,
 	_ = pc.nodes["node0"].cmd.Wait()
 	var err error
 	for attempt := 1; attempt <= 5; attempt++ {
-		if _, err = clients["svcB"].SignAndWait(ctx, client.SignParams{WalletID: "chaos", KeyType: protocol.KeyTypeEd25519, TxID: "after", Tx: []byte("after")}); err == nil {
+		// Until the readiness TTL drops node0, a request may choose it: the
+		// other chosen signer then fails alone, one error is not an
+		// attested outcome, and the attempt ends at its own deadline as a
+		// TIMEOUT (the client's decision). A new attempt chooses again.
+		actx, acancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err = clients["svcB"].SignAndWait(actx, client.SignParams{WalletID: "chaos", KeyType: protocol.KeyTypeEd25519, TxID: "after", Tx: []byte("after")})
+		acancel()
+		if err == nil {
 			break
 		}
 		var re *client.ResultError
-		if !errors.As(err, &re) || re.Code != protocol.CodeNodesNotReady {
+		if !errors.As(err, &re) || (re.Code != protocol.CodeNodesNotReady && re.Code != protocol.CodeTimeout) {
 			break
 		}
 		time.Sleep(time.Second) // readiness views settling after the kill

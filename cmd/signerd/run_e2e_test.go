@@ -145,6 +145,10 @@ func newProcClusterTimeout(t *testing.T, natsURL, signTimeout string, replicas i
 		cpem, _ := keyfile.MarshalPublicKeyPEM(cpub)
 		pc.clients[name] = cpriv
 		fmt.Fprintf(&pol, "  - name: %s\n    public_key: |\n%s    client_ids: [%s]\n    ops: [keygen, sign]\n", name, indent(cpem, "      "), name)
+		if name == "svcB" {
+			// The chaos tests sign svcA's wallet from both clients.
+			pol.WriteString("    wallet_grants: [{owner: svcA, wallets: [chaos]}]\n")
+		}
 	}
 	policy := filepath.Join(pc.dir, "clients.yaml")
 	writeFile(t, policy, pol.String())
