@@ -228,13 +228,14 @@ func TestHostileRequests(t *testing.T) {
 	nc, _ := nats.Connect(c.URL)
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	subj, _ := routing.SigningRequestSubject("w-ed")
-	publish := func(raw []byte, msgID string) {
+	publishOn := func(wallet string, raw []byte, msgID string) {
 		t.Helper()
+		subj, _ := routing.SigningRequestSubject(wallet)
 		if _, err := js.Publish(ctx, subj, raw, jetstream.WithMsgID(msgID)); err != nil {
 			t.Fatal(err)
 		}
 	}
+	publish := func(raw []byte, msgID string) { t.Helper(); publishOn("w-ed", raw, msgID) }
 	build := func(signer crypto.Signer, clientID, reqID, wallet string, created time.Time) []byte {
 		t.Helper()
 		r := &protocol.SigningRequest{WalletID: wallet, KeyType: "ed25519", TxID: "t-" + reqID, Tx: []byte("msg")}
@@ -253,7 +254,7 @@ func TestHostileRequests(t *testing.T) {
 	// Expired.
 	publish(build(keys["svcA"].signer, "svcA", "expired-1", "w-ed", now.Add(-10*time.Minute)), "expired-1")
 	// Unknown wallet.
-	publish(build(keys["svcA"].signer, "svcA", "unknown-1", "no-such-wallet", now), "unknown-1")
+	publishOn("no-such-wallet", build(keys["svcA"].signer, "svcA", "unknown-1", "no-such-wallet", now), "unknown-1")
 	// Spoofed clientID: svcB's key claims svcA; the error goes to the
 	// claimed svcA's subject (where a requester using that ID listens),
 	// with svcB's key_id, and nothing to svcB.
