@@ -203,7 +203,11 @@ func (n *Node) publish(ctx context.Context, res *protocol.Result, until time.Tim
 				"client_id", res.ClientID, "attempts", attempt, "err", err)
 			return
 		}
-		n.log.Warn("result publish failed; retrying", "request_id", res.RequestID, "attempt", attempt, "err", err)
+		if attempt == 1 {
+			n.log.Warn("result publish failed; retrying until the request expires", "request_id", res.RequestID, "until", until, "err", err)
+		} else {
+			n.log.Debug("result publish failed; retrying", "request_id", res.RequestID, "attempt", attempt, "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			n.log.Error("result not published: the node is stopping", "request_id", res.RequestID, "err", err)
