@@ -6,7 +6,9 @@
 // (AAD = session|from|to|round|seq). Keys die with the session.
 //
 // A message from an unknown peer, with a bad signature, for another session
-// or replayed is dropped and counted before it can reach tss-lib.
+// or replayed is dropped and counted before it can reach tss-lib. What a
+// session buffers is bounded in bytes and in messages (Limits): a flood on
+// its subject is dropped and counted, most of it before it is decoded.
 package transport
 
 import (
@@ -44,6 +46,14 @@ const (
 	DropWrongSession = "wrong_session"
 	DropReplay       = "replay"
 	DropDecrypt      = "decrypt_failed"
+	// DropTooLarge: the message is larger than Limits.MaxMessageBytes; it
+	// is dropped unread.
+	DropTooLarge = "too_large"
+	// DropOverflow: a session buffer is full: the NATS subscription's
+	// pending messages, the queue of messages not yet decoded, the
+	// ceremony inbox, the P2P messages waiting for a hello, or a peer's
+	// message allowance (Limits).
+	DropOverflow = "overflow"
 )
 
 // Counters receives drop counts (wired to Prometheus by the node).
@@ -65,6 +75,7 @@ type Config struct {
 	Peers        map[string]*ecdsa.PublicKey // identity keys of the cluster
 	Counters     Counters
 	Logger       *slog.Logger
+	Limits       Limits // zero fields take DefaultLimits
 }
 
 type wireMsg struct {
@@ -121,24 +132,42 @@ type Session struct {
 	nc   *nats.Conn
 	sub  *nats.Subscription
 	eph  *ecdh.PrivateKey
-	in   chan ceremony.Inbound
+	lim  Limits
+	out  chan ceremony.Inbound // Recv; fed by forward from inq
 	log  *slog.Logger
 	seq  atomic.Uint64
 	done chan struct{}
 	ctx  context.Context // the session's, for replies sent from the NATS callback
+	// flooded is set at the first drop for a full buffer or an oversized
+	// message: that one is logged as a warning, the rest only counted.
+	flooded atomic.Bool
 
-	mu       sync.Mutex
-	keys     map[string]cipher.AEAD // pairwise, by peer
-	ackedBy  map[string]bool        // peers whose hello lists us
-	seenSeq  map[string]map[uint64]bool
-	pending  []*wireMsg // P2P messages waiting for the sender's hello
-	ready    chan struct{}
-	isReady  bool
-	closeOne sync.Once
-	failed   chan struct{} // closed when the session cannot proceed
-	failErr  error
-	failOne  sync.Once
-	told     map[string]bool // non-participants told our set
+	// Received messages under the size cap, waiting for work to decode and
+	// verify them: the NATS callback (receive) only checks sizes and room,
+	// so that the subscription's pending messages stay few even while a
+	// message is verified or a hello signed (in hardware, milliseconds).
+	rawMu    sync.Mutex
+	raw      []*nats.Msg
+	rawBytes int
+	rawSig   chan struct{}
+
+	mu           sync.Mutex
+	keys         map[string]cipher.AEAD // pairwise, by peer
+	ackedBy      map[string]bool        // peers whose hello lists us
+	seenSeq      map[string]map[uint64]bool
+	inq          []ceremony.Inbound // authenticated, waiting for the ceremony
+	inBytes      int                // payload bytes in inq and in hand-off
+	inSig        chan struct{}      // something was added to inq
+	pending      []*wireMsg         // P2P messages waiting for the sender's hello
+	pendingBytes int
+	natsDropped  int // the subscription's drop count already counted
+	ready        chan struct{}
+	isReady      bool
+	closeOne     sync.Once
+	failed       chan struct{} // closed when the session cannot proceed
+	failErr      error
+	failOne      sync.Once
+	told         map[string]bool // non-participants told our set
 }
 
 // ErrPartiesDiffer is returned when another committee member runs the same
@@ -160,12 +189,15 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.sub, err = nc.Subscribe(subject, s.onMsg)
+	go s.forward()
+	go s.work()
+	s.sub, err = nc.Subscribe(subject, s.receive)
 	if err != nil {
+		s.Close()
 		return nil, fmt.Errorf("transport: subscribe: %w", err)
 	}
-	if err := s.sub.SetPendingLimits(-1, -1); err != nil {
-		_ = s.sub.Unsubscribe()
+	if err := s.sub.SetPendingLimits(s.lim.PendingMsgs, s.lim.PendingBytes); err != nil {
+		s.Close()
 		return nil, fmt.Errorf("transport: pending limits: %w", err)
 	}
 	if s.isParticipant(cfg.Self.NodeID) {
@@ -187,8 +219,10 @@ func newSession(ctx context.Context, nc *nats.Conn, cfg Config) (*Session, error
 		return nil, fmt.Errorf("transport: ephemeral key: %w", err)
 	}
 	return &Session{
-		cfg: cfg, nc: nc, eph: eph, ctx: ctx,
-		in:      make(chan ceremony.Inbound, 1024),
+		cfg: cfg, nc: nc, eph: eph, ctx: ctx, lim: cfg.Limits.withDefaults(),
+		out:     make(chan ceremony.Inbound),
+		inSig:   make(chan struct{}, 1),
+		rawSig:  make(chan struct{}, 1),
 		log:     cfg.Logger.With("session", cfg.SessionID),
 		done:    make(chan struct{}),
 		keys:    map[string]cipher.AEAD{},
@@ -204,18 +238,80 @@ func newSession(ctx context.Context, nc *nats.Conn, cfg Config) (*Session, error
 func (s *Session) Ready() <-chan struct{} { return s.ready }
 
 // Recv implements ceremony.Transport.
-func (s *Session) Recv() <-chan ceremony.Inbound { return s.in }
+func (s *Session) Recv() <-chan ceremony.Inbound { return s.out }
 
-// Close unsubscribes and forgets the session keys.
+// Close unsubscribes and forgets the session keys and what was not read.
 func (s *Session) Close() {
 	s.closeOne.Do(func() {
 		close(s.done)
-		_ = s.sub.Unsubscribe()
+		if s.sub != nil {
+			s.countNATSDrops(s.sub)
+			_ = s.sub.Unsubscribe()
+		}
+		s.rawMu.Lock()
+		s.raw, s.rawBytes = nil, 0
+		s.rawMu.Unlock()
 		s.mu.Lock()
 		s.keys = map[string]cipher.AEAD{}
-		s.pending = nil
+		s.pending, s.pendingBytes = nil, 0
+		s.inq, s.inBytes = nil, 0
 		s.mu.Unlock()
 	})
+}
+
+// forward hands the inbox's messages to Recv in order. A message's bytes
+// leave the inbox's budget once the ceremony has taken it.
+func (s *Session) forward() {
+	for {
+		s.mu.Lock()
+		if len(s.inq) == 0 {
+			s.mu.Unlock()
+			select {
+			case <-s.inSig:
+				continue
+			case <-s.done:
+				return
+			}
+		}
+		m := s.inq[0]
+		s.inq[0] = ceremony.Inbound{}
+		s.inq = s.inq[1:]
+		s.mu.Unlock()
+		select {
+		case s.out <- m:
+		case <-s.done:
+			return
+		}
+		s.mu.Lock()
+		s.inBytes = max(0, s.inBytes-len(m.Wire)) // Close may have reset it
+		s.mu.Unlock()
+	}
+}
+
+// inboxFull reports, with s.mu held, whether the inbox has no room left.
+func (s *Session) inboxFull() bool {
+	return len(s.inq) >= s.lim.InboxMsgs || s.inBytes >= s.lim.InboxBytes
+}
+
+// countNATSDrops counts the messages nats.go dropped for the
+// subscription's pending limits since the last call.
+func (s *Session) countNATSDrops(sub *nats.Subscription) {
+	if sub == nil {
+		return
+	}
+	n, err := sub.Dropped()
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	d := n - s.natsDropped
+	if d > 0 {
+		s.natsDropped = n
+	}
+	s.mu.Unlock()
+	for range d {
+		s.drop(DropOverflow, "buffer", "nats_pending")
+	}
 }
 
 func (s *Session) others() []string {
@@ -368,10 +464,86 @@ func (s *Session) drop(reason string, kv ...any) {
 	if s.cfg.Counters != nil {
 		s.cfg.Counters.Dropped(reason)
 	}
-	s.log.Debug("round message dropped", append([]any{"reason", reason}, kv...)...)
+	if (reason == DropOverflow || reason == DropTooLarge) && !s.flooded.Swap(true) {
+		s.log.Warn("round messages dropped: a buffer is full or a message too large; further drops are only counted",
+			append([]any{"reason", reason}, kv...)...)
+		return
+	}
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("round message dropped", append([]any{"reason", reason}, kv...)...)
+	}
 }
 
+// receive is the subscription's callback. It drops, unread, a message
+// over the size cap and one that finds the queue or the inbox full, and
+// queues the rest for work; it never blocks.
+func (s *Session) receive(msg *nats.Msg) {
+	s.countNATSDrops(msg.Sub)
+	if len(msg.Data) > s.lim.MaxMessageBytes {
+		s.drop(DropTooLarge, "bytes", len(msg.Data))
+		return
+	}
+	s.mu.Lock()
+	full := s.inboxFull()
+	s.mu.Unlock()
+	if full {
+		s.drop(DropOverflow, "buffer", "inbox")
+		return
+	}
+	s.rawMu.Lock()
+	if len(s.raw) >= s.lim.QueueMsgs || s.rawBytes+len(msg.Data) > s.lim.QueueBytes {
+		s.rawMu.Unlock()
+		s.drop(DropOverflow, "buffer", "queue")
+		return
+	}
+	s.raw = append(s.raw, msg)
+	s.rawBytes += len(msg.Data)
+	s.rawMu.Unlock()
+	select {
+	case s.rawSig <- struct{}{}:
+	default:
+	}
+}
+
+// work handles the queued messages in order until the session closes.
+func (s *Session) work() {
+	for {
+		s.rawMu.Lock()
+		if len(s.raw) == 0 {
+			s.rawMu.Unlock()
+			select {
+			case <-s.rawSig:
+				continue
+			case <-s.done:
+				return
+			}
+		}
+		msg := s.raw[0]
+		s.raw[0] = nil
+		s.raw = s.raw[1:]
+		s.rawMu.Unlock()
+		s.onMsg(msg)
+		s.rawMu.Lock()
+		s.rawBytes = max(0, s.rawBytes-len(msg.Data)) // Close may have reset it
+		s.rawMu.Unlock()
+	}
+}
+
+// onMsg handles one message. The checks run cheapest first: size and the
+// inbox's room before the message is decoded, sender, session, recipient
+// and replay before its signature is verified.
 func (s *Session) onMsg(msg *nats.Msg) {
+	if len(msg.Data) > s.lim.MaxMessageBytes {
+		s.drop(DropTooLarge, "bytes", len(msg.Data))
+		return
+	}
+	s.mu.Lock()
+	full := s.inboxFull()
+	s.mu.Unlock()
+	if full {
+		s.drop(DropOverflow, "buffer", "inbox")
+		return
+	}
 	var m wireMsg
 	if err := json.Unmarshal(msg.Data, &m); err != nil {
 		s.drop(DropMalformed)
@@ -382,12 +554,19 @@ func (s *Session) onMsg(msg *nats.Msg) {
 		s.drop(DropUnknownPeer, "from", m.From)
 		return
 	}
-	if !ecdsa.VerifyASN1(pub, m.signingInput(), m.Sig) {
-		s.drop(DropBadSignature, "from", m.From)
-		return
-	}
 	if m.Session != s.cfg.SessionID || m.To != s.cfg.Self.NodeID {
 		s.drop(DropWrongSession, "from", m.From)
+		return
+	}
+	// Only verified messages are recorded as seen, so a copy of one is a
+	// replay whatever its signature, and a forgery cannot use up a peer's
+	// allowance.
+	if reason := s.admit(&m); reason != "" {
+		s.drop(reason, "from", m.From, "seq", m.Seq)
+		return
+	}
+	if !ecdsa.VerifyASN1(pub, m.signingInput(), m.Sig) {
+		s.drop(DropBadSignature, "from", m.From)
 		return
 	}
 	if m.Kind == "hello" && !slices.Equal(m.Parties, s.parties()) {
@@ -426,6 +605,7 @@ func (s *Session) onMsg(msg *nats.Msg) {
 			s.sendHello(s.ctx, m.From, held)
 		}
 	}()
+	// Checked again under the lock: a copy may have been verified since.
 	seen := s.seenSeq[m.From]
 	if seen == nil {
 		seen = map[uint64]bool{}
@@ -435,19 +615,44 @@ func (s *Session) onMsg(msg *nats.Msg) {
 		s.drop(DropReplay, "from", m.From, "seq", m.Seq)
 		return
 	}
+	if len(seen) >= s.lim.PerPeerMsgs {
+		s.drop(DropOverflow, "buffer", "peer_allowance", "from", m.From)
+		return
+	}
 	seen[m.Seq] = true
 	switch m.Kind {
 	case "hello":
 		reply = s.onHello(&m)
 	case "msg":
 		if !m.BC && s.keys[m.From] == nil {
+			if len(s.pending) >= s.lim.EarlyMsgs || s.pendingBytes+len(m.Payload) > s.lim.EarlyBytes {
+				s.drop(DropOverflow, "buffer", "awaiting_hello", "from", m.From)
+				return
+			}
 			s.pending = append(s.pending, &m)
+			s.pendingBytes += len(m.Payload)
 			return
 		}
 		s.deliver(&m)
 	default:
 		s.drop(DropMalformed, "kind", m.Kind)
 	}
+}
+
+// admit checks, before the signature is verified, that m is not a copy of
+// a message already accepted and that its sender has not used up its
+// allowance; it returns the drop reason or "".
+func (s *Session) admit(m *wireMsg) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := s.seenSeq[m.From]
+	switch {
+	case seen[m.Seq]:
+		return DropReplay
+	case len(seen) >= s.lim.PerPeerMsgs:
+		return DropOverflow
+	}
+	return ""
 }
 
 // onHello runs with s.mu held. It reports whether the sender still lacks
@@ -487,11 +692,13 @@ func (s *Session) onHello(m *wireMsg) (reply bool) {
 		rest := s.pending[:0]
 		for _, p := range s.pending {
 			if p.From == m.From {
+				s.pendingBytes -= len(p.Payload)
 				s.deliver(p)
 			} else {
 				rest = append(rest, p)
 			}
 		}
+		clear(s.pending[len(rest):])
 		s.pending = rest
 	}
 	if !s.isReady && len(s.keys) == len(s.others()) {
@@ -521,10 +728,15 @@ func (s *Session) deliver(m *wireMsg) {
 		}
 		payload = pt
 	}
+	if len(s.inq) >= s.lim.InboxMsgs || s.inBytes+len(payload) > s.lim.InboxBytes {
+		s.drop(DropOverflow, "buffer", "inbox", "from", m.From)
+		return
+	}
+	s.inq = append(s.inq, ceremony.Inbound{From: m.From, Broadcast: m.BC, Wire: payload})
+	s.inBytes += len(payload)
 	select {
-	case s.in <- ceremony.Inbound{From: m.From, Broadcast: m.BC, Wire: payload}:
+	case s.inSig <- struct{}{}:
 	default:
-		s.log.Warn("round inbox full; message dropped", "from", m.From)
 	}
 }
 

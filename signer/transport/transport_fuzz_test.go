@@ -121,17 +121,14 @@ func node1Hello(t testing.TB, seq uint64) []byte {
 		Payload: fuzzPeerEph.PublicKey().Bytes(), Seen: []string{"node0"}, Parties: fuzzParticipants}, fuzzIdentity("node1"))
 }
 
-// drain returns what the session delivered to the ceremony inbox.
+// drain returns what the session delivered to the ceremony inbox (a
+// session from newSession has no forward goroutine: the inbox keeps it).
 func drain(s *Session) []ceremony.Inbound {
-	var out []ceremony.Inbound
-	for {
-		select {
-		case in := <-s.in:
-			out = append(out, in)
-		default:
-			return out
-		}
-	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.inq
+	s.inq, s.inBytes = nil, 0
+	return out
 }
 
 // authentic reports whether raw is a message the session may deliver: it
