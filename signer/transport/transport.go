@@ -54,6 +54,10 @@ const (
 	// ceremony inbox, the P2P messages waiting for a hello, or a peer's
 	// message allowance (Limits).
 	DropOverflow = "overflow"
+	// DropPartiesDiffer: an authentic hello with another participant set
+	// from a node that is not a participant of this session (it cannot
+	// make the session fail; it is told this node's set).
+	DropPartiesDiffer = "parties_differ"
 )
 
 // Counters receives drop counts (wired to Prometheus by the node).
@@ -170,10 +174,11 @@ type Session struct {
 	told         map[string]bool // non-participants told our set
 }
 
-// ErrPartiesDiffer is returned when another committee member runs the same
+// ErrPartiesDiffer is returned when another participant runs the same
 // session with a different participant set: the nodes' readiness views
 // disagreed (a node had just stopped or started). Retrying the request
-// succeeds once the views agree again.
+// succeeds once the views agree again. The error is a *PartiesDifferError
+// that names that participant.
 var ErrPartiesDiffer = errors.New("transport: nodes chose different signer sets (their readiness views disagree)")
 
 // Open subscribes to the session's subject (routing.RoundSubject) and starts
@@ -570,18 +575,7 @@ func (s *Session) onMsg(msg *nats.Msg) {
 		return
 	}
 	if m.Kind == "hello" && !slices.Equal(m.Parties, s.parties()) {
-		// An authentic committee member runs this session with another
-		// signer set (the readiness views disagreed): fail fast instead of
-		// waiting out the deadline, and tell it our set so that it fails
-		// fast too. An observer (not in its own set) only tells.
-		s.fail(fmt.Errorf("%w: %s chose %v, this node chose %v", ErrPartiesDiffer, m.From, m.Parties, s.parties()))
-		s.mu.Lock()
-		tell := !s.told[m.From]
-		s.told[m.From] = true
-		s.mu.Unlock()
-		if tell {
-			s.sendHello(s.ctx, m.From, nil)
-		}
+		s.otherParties(&m)
 		return
 	}
 	if !s.isParticipant(m.From) || !s.isParticipant(s.cfg.Self.NodeID) {
@@ -653,6 +647,45 @@ func (s *Session) admit(m *wireMsg) string {
 		return DropOverflow
 	}
 	return ""
+}
+
+// PartiesDifferError is the error of a session that a participant's hello
+// with another participant set made fail: Node chose Theirs, this node
+// chose Ours. It wraps ErrPartiesDiffer.
+type PartiesDifferError struct {
+	Node         string
+	Theirs, Ours []string
+}
+
+func (e *PartiesDifferError) Error() string {
+	return fmt.Sprintf("%v: %s chose %v, this node chose %v", ErrPartiesDiffer, e.Node, e.Theirs, e.Ours)
+}
+
+// Unwrap returns ErrPartiesDiffer.
+func (e *PartiesDifferError) Unwrap() error { return ErrPartiesDiffer }
+
+// otherParties handles an authentic hello whose sender runs this session
+// with another participant set (their readiness views disagreed). If the
+// sender is a participant this node waits for, and this node takes part,
+// the session fails at once (it cannot complete: the sender will not run
+// it with us) instead of waiting out the deadline. A sender that is not a
+// participant cannot make the session fail: its hello is only counted
+// (DropPartiesDiffer). Either way the sender is told our set once, so that
+// it fails fast too.
+func (s *Session) otherParties(m *wireMsg) {
+	ours := s.parties()
+	if s.isParticipant(m.From) && s.isParticipant(s.cfg.Self.NodeID) {
+		s.fail(&PartiesDifferError{Node: m.From, Theirs: slices.Clone(m.Parties), Ours: ours})
+	} else {
+		s.drop(DropPartiesDiffer, "from", m.From, "theirs", m.Parties, "ours", ours)
+	}
+	s.mu.Lock()
+	tell := !s.told[m.From]
+	s.told[m.From] = true
+	s.mu.Unlock()
+	if tell {
+		s.sendHello(s.ctx, m.From, nil)
+	}
 }
 
 // onHello runs with s.mu held. It reports whether the sender still lacks

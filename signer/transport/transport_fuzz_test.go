@@ -150,6 +150,7 @@ func transportSeeds(t testing.TB) map[string][]byte {
 	p2p := msg
 	p2p.BC, p2p.Seq, p2p.Payload = false, 8, make([]byte, 12+16+5)
 	otherParties := wireMsg{Session: fuzzSession, From: "node2", To: "node0", Kind: "hello", Seq: 1, Payload: make([]byte, 32), Parties: []string{"node0", "node2"}}
+	outsiderParties := wireMsg{Session: fuzzSession, From: "node3", To: "node0", Kind: "hello", Seq: 1, Payload: make([]byte, 32), Parties: []string{"node0", "node1", "node3"}}
 	fromOutsider := msg
 	fromOutsider.From = "node3"
 	// Forged: a genuine signature over another payload.
@@ -162,19 +163,20 @@ func transportSeeds(t testing.TB) map[string][]byte {
 	wrongTo.To = "node2"
 	badKind.Kind = "bogus"
 	return map[string][]byte{
-		"hello":         node1Hello(t, 1),
-		"broadcast":     bc(msg),
-		"p2p":           bc(p2p),
-		"other-parties": signWire(t, &otherParties, fuzzIdentity("node2")),
-		"outsider":      signWire(t, &fromOutsider, fuzzIdentity("node3")),
-		"forged":        forged,
-		"wrong-session": bc(wrongSession),
-		"wrong-to":      bc(wrongTo),
-		"bad-kind":      bc(badKind),
-		"bad-hello-key": bc(badHello),
-		"unknown-peer":  []byte(`{"s":"sess-1","f":"node9","t":"node0","k":"msg","n":1,"b":true,"p":"AAAA","sig":"AAAA"}`),
-		"not-json":      []byte("not json"),
-		"wrong-types":   []byte(`{"s":1,"n":-1,"p":"!","sig":[]}`),
+		"hello":            node1Hello(t, 1),
+		"broadcast":        bc(msg),
+		"p2p":              bc(p2p),
+		"other-parties":    signWire(t, &otherParties, fuzzIdentity("node2")),
+		"outsider":         signWire(t, &fromOutsider, fuzzIdentity("node3")),
+		"outsider-parties": signWire(t, &outsiderParties, fuzzIdentity("node3")),
+		"forged":           forged,
+		"wrong-session":    bc(wrongSession),
+		"wrong-to":         bc(wrongTo),
+		"bad-kind":         bc(badKind),
+		"bad-hello-key":    bc(badHello),
+		"unknown-peer":     []byte(`{"s":"sess-1","f":"node9","t":"node0","k":"msg","n":1,"b":true,"p":"AAAA","sig":"AAAA"}`),
+		"not-json":         []byte("not json"),
+		"wrong-types":      []byte(`{"s":1,"n":-1,"p":"!","sig":[]}`),
 	}
 }
 
