@@ -49,9 +49,10 @@ func floodDuration(t testing.TB) time.Duration {
 // node's heap by 120 MiB/s; the default stays below that because a node
 // that cannot read its connection as fast as the flood comes is cut off by
 // the NATS server itself (slow consumer: its unread messages passed the
-// server's max_pending, 64 MiB), which no node-side limit prevents; on the
-// shared 2-core test machine, during an ECDSA keygen, 128 MiB/s for 30 s
-// did that.
+// server's max_pending, 64 MiB), which no node-side limit prevents. On the
+// shared 2-core test machine 128 MiB/s for 30 s passed when it was quiet
+// (3.9 GiB of junk, heap peak 103 MiB) and, once, under a load of 6, got
+// the nodes cut off during the ECDSA keygen.
 func floodRate(t testing.TB) int64 {
 	v := os.Getenv("SIGNER_FLOOD_RATE")
 	if v == "" {
