@@ -536,7 +536,7 @@ func (s *Session) work() {
 
 // onMsg handles one message. The checks run cheapest first: size and the
 // inbox's room before the message is decoded, sender, session, recipient
-// and replay before its signature is verified.
+// and the sender's allowance before its signature is verified.
 func (s *Session) onMsg(msg *nats.Msg) {
 	if len(msg.Data) > s.lim.MaxMessageBytes {
 		s.drop(DropTooLarge, "bytes", len(msg.Data))
@@ -563,11 +563,10 @@ func (s *Session) onMsg(msg *nats.Msg) {
 		s.drop(DropWrongSession, "from", m.From)
 		return
 	}
-	// Only verified messages are recorded as seen, so a copy of one is a
-	// replay whatever its signature, and a forgery cannot use up a peer's
+	// Only verified messages count, so a forgery cannot use up a peer's
 	// allowance.
-	if reason := s.admit(&m); reason != "" {
-		s.drop(reason, "from", m.From, "seq", m.Seq)
+	if s.exhausted(m.From) {
+		s.drop(DropOverflow, "buffer", "peer_allowance", "from", m.From)
 		return
 	}
 	if !ecdsa.VerifyASN1(pub, m.signingInput(), m.Sig) {
@@ -599,7 +598,6 @@ func (s *Session) onMsg(msg *nats.Msg) {
 			s.sendHello(s.ctx, m.From, held)
 		}
 	}()
-	// Checked again under the lock: a copy may have been verified since.
 	seen := s.seenSeq[m.From]
 	if seen == nil {
 		seen = map[uint64]bool{}
@@ -633,20 +631,12 @@ func (s *Session) onMsg(msg *nats.Msg) {
 	}
 }
 
-// admit checks, before the signature is verified, that m is not a copy of
-// a message already accepted and that its sender has not used up its
-// allowance; it returns the drop reason or "".
-func (s *Session) admit(m *wireMsg) string {
+// exhausted reports whether peer has had its allowance of messages
+// accepted in this session (checked before a signature is verified).
+func (s *Session) exhausted(peer string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	seen := s.seenSeq[m.From]
-	switch {
-	case seen[m.Seq]:
-		return DropReplay
-	case len(seen) >= s.lim.PerPeerMsgs:
-		return DropOverflow
-	}
-	return ""
+	return len(s.seenSeq[peer]) >= s.lim.PerPeerMsgs
 }
 
 // PartiesDifferError is the error of a session that a participant's hello
