@@ -59,8 +59,21 @@ func TestHostileRoundMessages(t *testing.T) {
 		s.onMsg(&nats.Msg{Data: seeds["other-parties"]})
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := s.WaitReady(ctx); !errors.Is(err, ErrPartiesDiffer) {
-			t.Fatalf("WaitReady: %v, want ErrPartiesDiffer", err)
+		var pd *PartiesDifferError
+		if err := s.WaitReady(ctx); !errors.Is(err, ErrPartiesDiffer) || !errors.As(err, &pd) || pd.Node != "node2" {
+			t.Fatalf("WaitReady: %v, want ErrPartiesDiffer naming node2", err)
+		}
+	})
+	t.Run("hello with another signer set from a non-participant", func(t *testing.T) {
+		s, dc := fuzzNewSession(t)
+		s.onMsg(&nats.Msg{Data: seeds["outsider-parties"]})
+		select {
+		case <-s.failed:
+			t.Fatalf("node3, not a participant, made the session fail: %v", s.failErr)
+		default:
+		}
+		if dc.n[DropPartiesDiffer] != 1 {
+			t.Fatalf("drops %v, want one %q", dc.n, DropPartiesDiffer)
 		}
 	})
 }

@@ -6,7 +6,9 @@
 // (AAD = session|from|to|round|seq). Keys die with the session.
 //
 // A message from an unknown peer, with a bad signature, for another session
-// or replayed is dropped and counted before it can reach tss-lib.
+// or replayed is dropped and counted before it can reach tss-lib. What a
+// session buffers is bounded in bytes and in messages (Limits): a flood on
+// its subject is dropped and counted, most of it before it is decoded.
 package transport
 
 import (
@@ -44,6 +46,18 @@ const (
 	DropWrongSession = "wrong_session"
 	DropReplay       = "replay"
 	DropDecrypt      = "decrypt_failed"
+	// DropTooLarge: the message is larger than Limits.MaxMessageBytes; it
+	// is dropped unread.
+	DropTooLarge = "too_large"
+	// DropOverflow: a session buffer is full: the NATS subscription's
+	// pending messages, the queue of messages not yet decoded, the
+	// ceremony inbox, the P2P messages waiting for a hello, or a peer's
+	// message allowance (Limits).
+	DropOverflow = "overflow"
+	// DropPartiesDiffer: an authentic hello with another participant set
+	// from a node that is not a participant of this session (it cannot
+	// make the session fail; it is told this node's set).
+	DropPartiesDiffer = "parties_differ"
 )
 
 // Counters receives drop counts (wired to Prometheus by the node).
@@ -65,6 +79,7 @@ type Config struct {
 	Peers        map[string]*ecdsa.PublicKey // identity keys of the cluster
 	Counters     Counters
 	Logger       *slog.Logger
+	Limits       Limits // zero fields take DefaultLimits
 }
 
 type wireMsg struct {
@@ -121,30 +136,49 @@ type Session struct {
 	nc   *nats.Conn
 	sub  *nats.Subscription
 	eph  *ecdh.PrivateKey
-	in   chan ceremony.Inbound
+	lim  Limits
+	out  chan ceremony.Inbound // Recv; fed by forward from inq
 	log  *slog.Logger
 	seq  atomic.Uint64
 	done chan struct{}
 	ctx  context.Context // the session's, for replies sent from the NATS callback
+	// flooded is set at the first drop for a full buffer or an oversized
+	// message: that one is logged as a warning, the rest only counted.
+	flooded atomic.Bool
 
-	mu       sync.Mutex
-	keys     map[string]cipher.AEAD // pairwise, by peer
-	ackedBy  map[string]bool        // peers whose hello lists us
-	seenSeq  map[string]map[uint64]bool
-	pending  []*wireMsg // P2P messages waiting for the sender's hello
-	ready    chan struct{}
-	isReady  bool
-	closeOne sync.Once
-	failed   chan struct{} // closed when the session cannot proceed
-	failErr  error
-	failOne  sync.Once
-	told     map[string]bool // non-participants told our set
+	// Received messages under the size cap, waiting for work to decode and
+	// verify them: the NATS callback (receive) only checks sizes and room,
+	// so that the subscription's pending messages stay few even while a
+	// message is verified or a hello signed (in hardware, milliseconds).
+	rawMu    sync.Mutex
+	raw      []*nats.Msg
+	rawBytes int
+	rawSig   chan struct{}
+
+	mu           sync.Mutex
+	keys         map[string]cipher.AEAD // pairwise, by peer
+	ackedBy      map[string]bool        // peers whose hello lists us
+	seenSeq      map[string]map[uint64]bool
+	inq          []ceremony.Inbound // authenticated, waiting for the ceremony
+	inBytes      int                // payload bytes in inq and in hand-off
+	inSig        chan struct{}      // something was added to inq
+	pending      []*wireMsg         // P2P messages waiting for the sender's hello
+	pendingBytes int
+	natsDropped  int // the subscription's drop count already counted
+	ready        chan struct{}
+	isReady      bool
+	closeOne     sync.Once
+	failed       chan struct{} // closed when the session cannot proceed
+	failErr      error
+	failOne      sync.Once
+	told         map[string]bool // non-participants told our set
 }
 
-// ErrPartiesDiffer is returned when another committee member runs the same
+// ErrPartiesDiffer is returned when another participant runs the same
 // session with a different participant set: the nodes' readiness views
 // disagreed (a node had just stopped or started). Retrying the request
-// succeeds once the views agree again.
+// succeeds once the views agree again. The error is a *PartiesDifferError
+// that names that participant.
 var ErrPartiesDiffer = errors.New("transport: nodes chose different signer sets (their readiness views disagree)")
 
 // Open subscribes to the session's subject (routing.RoundSubject) and starts
@@ -160,12 +194,15 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.sub, err = nc.Subscribe(subject, s.onMsg)
+	go s.forward()
+	go s.work()
+	s.sub, err = nc.Subscribe(subject, s.receive)
 	if err != nil {
+		s.Close()
 		return nil, fmt.Errorf("transport: subscribe: %w", err)
 	}
-	if err := s.sub.SetPendingLimits(-1, -1); err != nil {
-		_ = s.sub.Unsubscribe()
+	if err := s.sub.SetPendingLimits(s.lim.PendingMsgs, s.lim.PendingBytes); err != nil {
+		s.Close()
 		return nil, fmt.Errorf("transport: pending limits: %w", err)
 	}
 	if s.isParticipant(cfg.Self.NodeID) {
@@ -187,8 +224,10 @@ func newSession(ctx context.Context, nc *nats.Conn, cfg Config) (*Session, error
 		return nil, fmt.Errorf("transport: ephemeral key: %w", err)
 	}
 	return &Session{
-		cfg: cfg, nc: nc, eph: eph, ctx: ctx,
-		in:      make(chan ceremony.Inbound, 1024),
+		cfg: cfg, nc: nc, eph: eph, ctx: ctx, lim: cfg.Limits.withDefaults(),
+		out:     make(chan ceremony.Inbound),
+		inSig:   make(chan struct{}, 1),
+		rawSig:  make(chan struct{}, 1),
 		log:     cfg.Logger.With("session", cfg.SessionID),
 		done:    make(chan struct{}),
 		keys:    map[string]cipher.AEAD{},
@@ -204,18 +243,80 @@ func newSession(ctx context.Context, nc *nats.Conn, cfg Config) (*Session, error
 func (s *Session) Ready() <-chan struct{} { return s.ready }
 
 // Recv implements ceremony.Transport.
-func (s *Session) Recv() <-chan ceremony.Inbound { return s.in }
+func (s *Session) Recv() <-chan ceremony.Inbound { return s.out }
 
-// Close unsubscribes and forgets the session keys.
+// Close unsubscribes and forgets the session keys and what was not read.
 func (s *Session) Close() {
 	s.closeOne.Do(func() {
 		close(s.done)
-		_ = s.sub.Unsubscribe()
+		if s.sub != nil {
+			s.countNATSDrops(s.sub)
+			_ = s.sub.Unsubscribe()
+		}
+		s.rawMu.Lock()
+		s.raw, s.rawBytes = nil, 0
+		s.rawMu.Unlock()
 		s.mu.Lock()
 		s.keys = map[string]cipher.AEAD{}
-		s.pending = nil
+		s.pending, s.pendingBytes = nil, 0
+		s.inq, s.inBytes = nil, 0
 		s.mu.Unlock()
 	})
+}
+
+// forward hands the inbox's messages to Recv in order. A message's bytes
+// leave the inbox's budget once the ceremony has taken it.
+func (s *Session) forward() {
+	for {
+		s.mu.Lock()
+		if len(s.inq) == 0 {
+			s.mu.Unlock()
+			select {
+			case <-s.inSig:
+				continue
+			case <-s.done:
+				return
+			}
+		}
+		m := s.inq[0]
+		s.inq[0] = ceremony.Inbound{}
+		s.inq = s.inq[1:]
+		s.mu.Unlock()
+		select {
+		case s.out <- m:
+		case <-s.done:
+			return
+		}
+		s.mu.Lock()
+		s.inBytes = max(0, s.inBytes-len(m.Wire)) // Close may have reset it
+		s.mu.Unlock()
+	}
+}
+
+// inboxFull reports, with s.mu held, whether the inbox has no room left.
+func (s *Session) inboxFull() bool {
+	return len(s.inq) >= s.lim.InboxMsgs || s.inBytes >= s.lim.InboxBytes
+}
+
+// countNATSDrops counts the messages nats.go dropped for the
+// subscription's pending limits since the last call.
+func (s *Session) countNATSDrops(sub *nats.Subscription) {
+	if sub == nil {
+		return
+	}
+	n, err := sub.Dropped()
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	d := n - s.natsDropped
+	if d > 0 {
+		s.natsDropped = n
+	}
+	s.mu.Unlock()
+	for range d {
+		s.drop(DropOverflow, "buffer", "nats_pending")
+	}
 }
 
 func (s *Session) others() []string {
@@ -368,10 +469,86 @@ func (s *Session) drop(reason string, kv ...any) {
 	if s.cfg.Counters != nil {
 		s.cfg.Counters.Dropped(reason)
 	}
-	s.log.Debug("round message dropped", append([]any{"reason", reason}, kv...)...)
+	if (reason == DropOverflow || reason == DropTooLarge) && !s.flooded.Swap(true) {
+		s.log.Warn("round messages dropped: a buffer is full or a message too large; further drops are only counted",
+			append([]any{"reason", reason}, kv...)...)
+		return
+	}
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("round message dropped", append([]any{"reason", reason}, kv...)...)
+	}
 }
 
+// receive is the subscription's callback. It drops, unread, a message
+// over the size cap and one that finds the queue or the inbox full, and
+// queues the rest for work; it never blocks.
+func (s *Session) receive(msg *nats.Msg) {
+	s.countNATSDrops(msg.Sub)
+	if len(msg.Data) > s.lim.MaxMessageBytes {
+		s.drop(DropTooLarge, "bytes", len(msg.Data))
+		return
+	}
+	s.mu.Lock()
+	full := s.inboxFull()
+	s.mu.Unlock()
+	if full {
+		s.drop(DropOverflow, "buffer", "inbox")
+		return
+	}
+	s.rawMu.Lock()
+	if len(s.raw) >= s.lim.QueueMsgs || s.rawBytes+len(msg.Data) > s.lim.QueueBytes {
+		s.rawMu.Unlock()
+		s.drop(DropOverflow, "buffer", "queue")
+		return
+	}
+	s.raw = append(s.raw, msg)
+	s.rawBytes += len(msg.Data)
+	s.rawMu.Unlock()
+	select {
+	case s.rawSig <- struct{}{}:
+	default:
+	}
+}
+
+// work handles the queued messages in order until the session closes.
+func (s *Session) work() {
+	for {
+		s.rawMu.Lock()
+		if len(s.raw) == 0 {
+			s.rawMu.Unlock()
+			select {
+			case <-s.rawSig:
+				continue
+			case <-s.done:
+				return
+			}
+		}
+		msg := s.raw[0]
+		s.raw[0] = nil
+		s.raw = s.raw[1:]
+		s.rawMu.Unlock()
+		s.onMsg(msg)
+		s.rawMu.Lock()
+		s.rawBytes = max(0, s.rawBytes-len(msg.Data)) // Close may have reset it
+		s.rawMu.Unlock()
+	}
+}
+
+// onMsg handles one message. The checks run cheapest first: size and the
+// inbox's room before the message is decoded, sender, session, recipient
+// and the sender's allowance before its signature is verified.
 func (s *Session) onMsg(msg *nats.Msg) {
+	if len(msg.Data) > s.lim.MaxMessageBytes {
+		s.drop(DropTooLarge, "bytes", len(msg.Data))
+		return
+	}
+	s.mu.Lock()
+	full := s.inboxFull()
+	s.mu.Unlock()
+	if full {
+		s.drop(DropOverflow, "buffer", "inbox")
+		return
+	}
 	var m wireMsg
 	if err := json.Unmarshal(msg.Data, &m); err != nil {
 		s.drop(DropMalformed)
@@ -382,27 +559,22 @@ func (s *Session) onMsg(msg *nats.Msg) {
 		s.drop(DropUnknownPeer, "from", m.From)
 		return
 	}
-	if !ecdsa.VerifyASN1(pub, m.signingInput(), m.Sig) {
-		s.drop(DropBadSignature, "from", m.From)
-		return
-	}
 	if m.Session != s.cfg.SessionID || m.To != s.cfg.Self.NodeID {
 		s.drop(DropWrongSession, "from", m.From)
 		return
 	}
+	// Only verified messages count, so a forgery cannot use up a peer's
+	// allowance.
+	if s.exhausted(m.From) {
+		s.drop(DropOverflow, "buffer", "peer_allowance", "from", m.From)
+		return
+	}
+	if !ecdsa.VerifyASN1(pub, m.signingInput(), m.Sig) {
+		s.drop(DropBadSignature, "from", m.From)
+		return
+	}
 	if m.Kind == "hello" && !slices.Equal(m.Parties, s.parties()) {
-		// An authentic committee member runs this session with another
-		// signer set (the readiness views disagreed): fail fast instead of
-		// waiting out the deadline, and tell it our set so that it fails
-		// fast too. An observer (not in its own set) only tells.
-		s.fail(fmt.Errorf("%w: %s chose %v, this node chose %v", ErrPartiesDiffer, m.From, m.Parties, s.parties()))
-		s.mu.Lock()
-		tell := !s.told[m.From]
-		s.told[m.From] = true
-		s.mu.Unlock()
-		if tell {
-			s.sendHello(s.ctx, m.From, nil)
-		}
+		s.otherParties(&m)
 		return
 	}
 	if !s.isParticipant(m.From) || !s.isParticipant(s.cfg.Self.NodeID) {
@@ -435,18 +607,74 @@ func (s *Session) onMsg(msg *nats.Msg) {
 		s.drop(DropReplay, "from", m.From, "seq", m.Seq)
 		return
 	}
+	if len(seen) >= s.lim.PerPeerMsgs {
+		s.drop(DropOverflow, "buffer", "peer_allowance", "from", m.From)
+		return
+	}
 	seen[m.Seq] = true
 	switch m.Kind {
 	case "hello":
 		reply = s.onHello(&m)
 	case "msg":
 		if !m.BC && s.keys[m.From] == nil {
+			if len(s.pending) >= s.lim.EarlyMsgs || s.pendingBytes+len(m.Payload) > s.lim.EarlyBytes {
+				s.drop(DropOverflow, "buffer", "awaiting_hello", "from", m.From)
+				return
+			}
 			s.pending = append(s.pending, &m)
+			s.pendingBytes += len(m.Payload)
 			return
 		}
 		s.deliver(&m)
 	default:
 		s.drop(DropMalformed, "kind", m.Kind)
+	}
+}
+
+// exhausted reports whether peer has had its allowance of messages
+// accepted in this session (checked before a signature is verified).
+func (s *Session) exhausted(peer string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.seenSeq[peer]) >= s.lim.PerPeerMsgs
+}
+
+// PartiesDifferError is the error of a session that a participant's hello
+// with another participant set made fail: Node chose Theirs, this node
+// chose Ours. It wraps ErrPartiesDiffer.
+type PartiesDifferError struct {
+	Node         string
+	Theirs, Ours []string
+}
+
+func (e *PartiesDifferError) Error() string {
+	return fmt.Sprintf("%v: %s chose %v, this node chose %v", ErrPartiesDiffer, e.Node, e.Theirs, e.Ours)
+}
+
+// Unwrap returns ErrPartiesDiffer.
+func (e *PartiesDifferError) Unwrap() error { return ErrPartiesDiffer }
+
+// otherParties handles an authentic hello whose sender runs this session
+// with another participant set (their readiness views disagreed). If the
+// sender is a participant this node waits for, and this node takes part,
+// the session fails at once (it cannot complete: the sender will not run
+// it with us) instead of waiting out the deadline. A sender that is not a
+// participant cannot make the session fail: its hello is only counted
+// (DropPartiesDiffer). Either way the sender is told our set once, so that
+// it fails fast too.
+func (s *Session) otherParties(m *wireMsg) {
+	ours := s.parties()
+	if s.isParticipant(m.From) && s.isParticipant(s.cfg.Self.NodeID) {
+		s.fail(&PartiesDifferError{Node: m.From, Theirs: slices.Clone(m.Parties), Ours: ours})
+	} else {
+		s.drop(DropPartiesDiffer, "from", m.From, "theirs", m.Parties, "ours", ours)
+	}
+	s.mu.Lock()
+	tell := !s.told[m.From]
+	s.told[m.From] = true
+	s.mu.Unlock()
+	if tell {
+		s.sendHello(s.ctx, m.From, nil)
 	}
 }
 
@@ -487,11 +715,13 @@ func (s *Session) onHello(m *wireMsg) (reply bool) {
 		rest := s.pending[:0]
 		for _, p := range s.pending {
 			if p.From == m.From {
+				s.pendingBytes -= len(p.Payload)
 				s.deliver(p)
 			} else {
 				rest = append(rest, p)
 			}
 		}
+		clear(s.pending[len(rest):])
 		s.pending = rest
 	}
 	if !s.isReady && len(s.keys) == len(s.others()) {
@@ -521,10 +751,15 @@ func (s *Session) deliver(m *wireMsg) {
 		}
 		payload = pt
 	}
+	if len(s.inq) >= s.lim.InboxMsgs || s.inBytes+len(payload) > s.lim.InboxBytes {
+		s.drop(DropOverflow, "buffer", "inbox", "from", m.From)
+		return
+	}
+	s.inq = append(s.inq, ceremony.Inbound{From: m.From, Broadcast: m.BC, Wire: payload})
+	s.inBytes += len(payload)
 	select {
-	case s.in <- ceremony.Inbound{From: m.From, Broadcast: m.BC, Wire: payload}:
+	case s.inSig <- struct{}{}:
 	default:
-		s.log.Warn("round inbox full; message dropped", "from", m.From)
 	}
 }
 

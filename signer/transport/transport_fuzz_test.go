@@ -121,17 +121,14 @@ func node1Hello(t testing.TB, seq uint64) []byte {
 		Payload: fuzzPeerEph.PublicKey().Bytes(), Seen: []string{"node0"}, Parties: fuzzParticipants}, fuzzIdentity("node1"))
 }
 
-// drain returns what the session delivered to the ceremony inbox.
+// drain returns what the session delivered to the ceremony inbox (a
+// session from newSession has no forward goroutine: the inbox keeps it).
 func drain(s *Session) []ceremony.Inbound {
-	var out []ceremony.Inbound
-	for {
-		select {
-		case in := <-s.in:
-			out = append(out, in)
-		default:
-			return out
-		}
-	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.inq
+	s.inq, s.inBytes = nil, 0
+	return out
 }
 
 // authentic reports whether raw is a message the session may deliver: it
@@ -153,6 +150,7 @@ func transportSeeds(t testing.TB) map[string][]byte {
 	p2p := msg
 	p2p.BC, p2p.Seq, p2p.Payload = false, 8, make([]byte, 12+16+5)
 	otherParties := wireMsg{Session: fuzzSession, From: "node2", To: "node0", Kind: "hello", Seq: 1, Payload: make([]byte, 32), Parties: []string{"node0", "node2"}}
+	outsiderParties := wireMsg{Session: fuzzSession, From: "node3", To: "node0", Kind: "hello", Seq: 1, Payload: make([]byte, 32), Parties: []string{"node0", "node1", "node3"}}
 	fromOutsider := msg
 	fromOutsider.From = "node3"
 	// Forged: a genuine signature over another payload.
@@ -165,19 +163,20 @@ func transportSeeds(t testing.TB) map[string][]byte {
 	wrongTo.To = "node2"
 	badKind.Kind = "bogus"
 	return map[string][]byte{
-		"hello":         node1Hello(t, 1),
-		"broadcast":     bc(msg),
-		"p2p":           bc(p2p),
-		"other-parties": signWire(t, &otherParties, fuzzIdentity("node2")),
-		"outsider":      signWire(t, &fromOutsider, fuzzIdentity("node3")),
-		"forged":        forged,
-		"wrong-session": bc(wrongSession),
-		"wrong-to":      bc(wrongTo),
-		"bad-kind":      bc(badKind),
-		"bad-hello-key": bc(badHello),
-		"unknown-peer":  []byte(`{"s":"sess-1","f":"node9","t":"node0","k":"msg","n":1,"b":true,"p":"AAAA","sig":"AAAA"}`),
-		"not-json":      []byte("not json"),
-		"wrong-types":   []byte(`{"s":1,"n":-1,"p":"!","sig":[]}`),
+		"hello":            node1Hello(t, 1),
+		"broadcast":        bc(msg),
+		"p2p":              bc(p2p),
+		"other-parties":    signWire(t, &otherParties, fuzzIdentity("node2")),
+		"outsider":         signWire(t, &fromOutsider, fuzzIdentity("node3")),
+		"outsider-parties": signWire(t, &outsiderParties, fuzzIdentity("node3")),
+		"forged":           forged,
+		"wrong-session":    bc(wrongSession),
+		"wrong-to":         bc(wrongTo),
+		"bad-kind":         bc(badKind),
+		"bad-hello-key":    bc(badHello),
+		"unknown-peer":     []byte(`{"s":"sess-1","f":"node9","t":"node0","k":"msg","n":1,"b":true,"p":"AAAA","sig":"AAAA"}`),
+		"not-json":         []byte("not json"),
+		"wrong-types":      []byte(`{"s":1,"n":-1,"p":"!","sig":[]}`),
 	}
 }
 
