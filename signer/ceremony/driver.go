@@ -311,6 +311,10 @@ func drive[T any](ctx context.Context, ec *echoes, tr Transport, rt router, loca
 		case err = <-eqc:
 		case <-ctx.Done():
 			err = ctx.Err()
+			select { // a peer's abort can end the caller's context too (reshare.Mux.Watch)
+			case err = <-eqc:
+			default:
+			}
 		}
 	}
 	cancel()
