@@ -31,6 +31,10 @@ const (
 	CodeInternal = "INTERNAL"
 	// CodeNoPreparams: the pre-parameter pool is empty; retry later.
 	CodeNoPreparams = "NO_PREPARAMS"
+	// CodePeerEquivocated: a participant sent different copies of one
+	// broadcast to different peers, or echoed a false digest of one; the
+	// reason names it. Every honest participant aborted before sealing.
+	CodePeerEquivocated = "PEER_EQUIVOCATED"
 )
 
 // ErrorCodes returns every stable error code, in documentation order.
@@ -39,7 +43,7 @@ func ErrorCodes() []string {
 		CodeBadRequest, CodeInvalidSignature, CodeExpired, CodeReplayed,
 		CodeUnauthorizedClient, CodeUnknownWallet, CodeWalletExists,
 		CodeNodesNotReady, CodeTimeout, CodeCeremonyFailed, CodeHSMFailure,
-		CodeInternal, CodeNoPreparams,
+		CodeInternal, CodeNoPreparams, CodePeerEquivocated,
 	}
 }
 
