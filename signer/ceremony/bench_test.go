@@ -3,6 +3,7 @@ package ceremony_test
 import (
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"math/big"
 	"slices"
 	"sync/atomic"
@@ -83,50 +84,62 @@ func BenchmarkKeygenECDSA(b *testing.B) {
 	report(b, &c)
 }
 
+// The signing benchmarks sign with 2 of a 2-of-3 key (the default: no
+// third party to compare broadcasts with, so no echoes) and with 3 of a
+// 3-of-3 key (every broadcast reaches two peers: echoes on).
+
 func BenchmarkSignEdDSA(b *testing.B) {
-	ctx, ids := benchCtx(b), nodes(3)
-	net := ceremony.NewMemNetwork(ids)
-	keys := each(b, ids, func(_ int, id string) (*eddsakeygen.LocalPartySaveData, error) {
-		return ceremony.KeygenEdDSA(ctx, ceremony.Session{ID: "bkg", Self: id, Parties: ids, Threshold: 1}, net.Transport(id))
-	})
-	signers, msg := ids[:2], []byte("benchmark message")
-	var c wireCount
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		tr := countedNet(signers, &c)
-		each(b, signers, func(j int, id string) ([]byte, error) {
-			sig, err := ceremony.SignEdDSA(ctx, ceremony.Session{ID: "bs", Self: id, Parties: signers, Threshold: 1}, *keys[j], msg, tr(id))
-			if err != nil {
-				return nil, err
+	for _, t := range []int{1, 2} {
+		b.Run(fmt.Sprintf("signers=%d", t+1), func(b *testing.B) {
+			ctx, ids := benchCtx(b), nodes(3)
+			net := ceremony.NewMemNetwork(ids)
+			keys := each(b, ids, func(_ int, id string) (*eddsakeygen.LocalPartySaveData, error) {
+				return ceremony.KeygenEdDSA(ctx, ceremony.Session{ID: "bkg", Self: id, Parties: ids, Threshold: t}, net.Transport(id))
+			})
+			signers, msg := ids[:t+1], []byte("benchmark message")
+			var c wireCount
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				tr := countedNet(signers, &c)
+				each(b, signers, func(j int, id string) ([]byte, error) {
+					sig, err := ceremony.SignEdDSA(ctx, ceremony.Session{ID: "bs", Self: id, Parties: signers, Threshold: t}, *keys[j], msg, tr(id))
+					if err != nil {
+						return nil, err
+					}
+					return sig.Signature, nil
+				})
 			}
-			return sig.Signature, nil
+			b.StopTimer()
+			report(b, &c)
 		})
 	}
-	b.StopTimer()
-	report(b, &c)
 }
 
 func BenchmarkSignECDSA(b *testing.B) {
-	ctx, ids, pre := benchCtx(b), nodes(3), fixtures.PreParams(b)
-	net := ceremony.NewMemNetwork(ids)
-	keys := each(b, ids, func(j int, id string) (*ecdsakeygen.LocalPartySaveData, error) {
-		return ceremony.KeygenECDSA(ctx, ceremony.Session{ID: "bkg", Self: id, Parties: ids, Threshold: 1}, pre[j], net.Transport(id))
-	})
-	signers, digest := ids[:2], sha256.Sum256([]byte("benchmark"))
-	var c wireCount
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		tr := countedNet(signers, &c)
-		each(b, signers, func(j int, id string) ([]byte, error) {
-			sig, err := ceremony.SignECDSA(ctx, ceremony.Session{ID: "bs", Self: id, Parties: signers, Threshold: 1}, *keys[j], digest[:], nil, tr(id))
-			if err != nil {
-				return nil, err
+	for _, t := range []int{1, 2} {
+		b.Run(fmt.Sprintf("signers=%d", t+1), func(b *testing.B) {
+			ctx, ids, pre := benchCtx(b), nodes(3), fixtures.PreParams(b)
+			net := ceremony.NewMemNetwork(ids)
+			keys := each(b, ids, func(j int, id string) (*ecdsakeygen.LocalPartySaveData, error) {
+				return ceremony.KeygenECDSA(ctx, ceremony.Session{ID: "bkg", Self: id, Parties: ids, Threshold: t}, pre[j], net.Transport(id))
+			})
+			signers, digest := ids[:t+1], sha256.Sum256([]byte("benchmark"))
+			var c wireCount
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				tr := countedNet(signers, &c)
+				each(b, signers, func(j int, id string) ([]byte, error) {
+					sig, err := ceremony.SignECDSA(ctx, ceremony.Session{ID: "bs", Self: id, Parties: signers, Threshold: t}, *keys[j], digest[:], nil, tr(id))
+					if err != nil {
+						return nil, err
+					}
+					return sig.Signature, nil
+				})
 			}
-			return sig.Signature, nil
+			b.StopTimer()
+			report(b, &c)
 		})
 	}
-	b.StopTimer()
-	report(b, &c)
 }
 
 // BenchmarkReshareEdDSA reshares 2-of-3 {0,1,2} to 2-of-3 {1,2,3}.
