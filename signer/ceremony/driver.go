@@ -264,7 +264,7 @@ func drive[T any](ctx context.Context, ec *echoes, tr Transport, rt router, loca
 					}
 					continue
 				}
-				if m.Broadcast {
+				if m.Broadcast && ec.on {
 					if typ := messageType(env.wire, from, true); typ != "" {
 						if err := ec.record(m.From, env.from, typ, env.wire); err != nil {
 							first(eqc, err)
