@@ -18,8 +18,18 @@ import (
 )
 
 // wireCount counts the messages (one per recipient) and payload bytes that
-// the transports of one network send.
-type wireCount struct{ msgs, bytes atomic.Int64 }
+// the transports of one network send, and the CPU time the benchmark used
+// from its start (a figure the other load of a shared machine moves less
+// than ns/op).
+type wireCount struct {
+	msgs, bytes atomic.Int64
+	cpu0        time.Duration
+}
+
+func (c *wireCount) start(b *testing.B) {
+	b.ResetTimer()
+	c.cpu0 = cpuTime()
+}
 
 type countingTransport struct {
 	ceremony.Transport
@@ -46,6 +56,10 @@ func countedNet(ids []string, c *wireCount) func(id string) ceremony.Transport {
 }
 
 func report(b *testing.B, c *wireCount) {
+	b.StopTimer()
+	if cpu := cpuTime() - c.cpu0; c.cpu0 > 0 && cpu > 0 {
+		b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/op")
+	}
 	b.ReportMetric(float64(c.msgs.Load())/float64(b.N), "msgs/op")
 	b.ReportMetric(float64(c.bytes.Load())/float64(b.N), "wireB/op")
 }
@@ -63,6 +77,7 @@ func benchCtx(b *testing.B) context.Context {
 func BenchmarkKeygenEdDSA(b *testing.B) {
 	ctx, ids := benchCtx(b), nodes(3)
 	var c wireCount
+	c.start(b)
 	for i := 0; i < b.N; i++ {
 		tr := countedNet(ids, &c)
 		each(b, ids, func(_ int, id string) (*eddsakeygen.LocalPartySaveData, error) {
@@ -75,6 +90,7 @@ func BenchmarkKeygenEdDSA(b *testing.B) {
 func BenchmarkKeygenECDSA(b *testing.B) {
 	ctx, ids, pre := benchCtx(b), nodes(3), fixtures.PreParams(b)
 	var c wireCount
+	c.start(b)
 	for i := 0; i < b.N; i++ {
 		tr := countedNet(ids, &c)
 		each(b, ids, func(j int, id string) (*ecdsakeygen.LocalPartySaveData, error) {
@@ -98,7 +114,7 @@ func BenchmarkSignEdDSA(b *testing.B) {
 			})
 			signers, msg := ids[:t+1], []byte("benchmark message")
 			var c wireCount
-			b.ResetTimer()
+			c.start(b)
 			for i := 0; i < b.N; i++ {
 				tr := countedNet(signers, &c)
 				each(b, signers, func(j int, id string) ([]byte, error) {
@@ -109,7 +125,6 @@ func BenchmarkSignEdDSA(b *testing.B) {
 					return sig.Signature, nil
 				})
 			}
-			b.StopTimer()
 			report(b, &c)
 		})
 	}
@@ -125,7 +140,7 @@ func BenchmarkSignECDSA(b *testing.B) {
 			})
 			signers, digest := ids[:t+1], sha256.Sum256([]byte("benchmark"))
 			var c wireCount
-			b.ResetTimer()
+			c.start(b)
 			for i := 0; i < b.N; i++ {
 				tr := countedNet(signers, &c)
 				each(b, signers, func(j int, id string) ([]byte, error) {
@@ -136,7 +151,6 @@ func BenchmarkSignECDSA(b *testing.B) {
 					return sig.Signature, nil
 				})
 			}
-			b.StopTimer()
 			report(b, &c)
 		})
 	}
@@ -155,7 +169,7 @@ func BenchmarkReshareEdDSA(b *testing.B) {
 		share[id], keys[id] = kg[i], kg[i].ShareID
 	}
 	var c wireCount
-	b.ResetTimer()
+	c.start(b)
 	for i := 0; i < b.N; i++ {
 		tr := countedNet(all, &c)
 		each(b, all, func(_ int, id string) (*eddsakeygen.LocalPartySaveData, error) {
@@ -163,7 +177,6 @@ func BenchmarkReshareEdDSA(b *testing.B) {
 			return ceremony.ReshareEdDSA(ctx, s, share[id], tr(id))
 		})
 	}
-	b.StopTimer()
 	report(b, &c)
 }
 
@@ -180,7 +193,7 @@ func BenchmarkReshareECDSA(b *testing.B) {
 		share[id], keys[id] = kg[i], kg[i].ShareID
 	}
 	var c wireCount
-	b.ResetTimer()
+	c.start(b)
 	for i := 0; i < b.N; i++ {
 		tr := countedNet(all, &c)
 		each(b, all, func(j int, id string) (*ecdsakeygen.LocalPartySaveData, error) {
@@ -192,6 +205,5 @@ func BenchmarkReshareECDSA(b *testing.B) {
 			return ceremony.ReshareECDSA(ctx, s, share[id], p, tr(id))
 		})
 	}
-	b.StopTimer()
 	report(b, &c)
 }
