@@ -335,9 +335,9 @@ func drive[T any](ctx context.Context, ec *echoes, tr Transport, rt router, loca
 
 // finish ends a run whose parties all ended: it sends the messages still in
 // their out channels (a party's last messages can sit there when its result
-// arrives: its pump had not run yet), then the final echo, and with
-// echoAwait waits for every peer's; a peer's abort echo or a mismatch fails
-// it.
+// arrives: its pump had not run yet); with echoAwait it then sends the
+// final echo and waits for every peer's; a peer's abort echo or a mismatch
+// fails it.
 func finish[T any](ctx context.Context, ec *echoes, tr Transport, locals []*local[T], send func(context.Context, byte, tss.Message) error, errc, eqc chan error) error {
 	for _, l := range locals {
 		for done := false; !done; {
@@ -351,36 +351,34 @@ func finish[T any](ctx context.Context, ec *echoes, tr Transport, locals []*loca
 			}
 		}
 	}
-	if !ec.on {
+	select { // found while the party ended
+	case err := <-eqc:
+		return err
+	default:
+	}
+	if !ec.on || ec.mode != echoAwait {
 		return nil
 	}
 	if err := ec.sendEcho(ctx, tr, kindEcho, nil); err != nil {
 		return err
 	}
-	if ec.mode == echoAwait {
-		select {
-		case <-ec.allIn:
-		case err := <-eqc:
-			return err
-		case err := <-errc:
-			return err
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	select { // found while the party ended, or in the last echo
+	select {
+	case <-ec.allIn:
 	case err := <-eqc:
 		return err
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select { // the last echo may have held a mismatch, or been an abort
+	case err := <-eqc:
+		return err
+	case err := <-errc:
+		return err
 	default:
+		return nil
 	}
-	if ec.mode == echoAwait {
-		select {
-		case err := <-errc:
-			return err
-		default:
-		}
-	}
-	return nil
 }
 
 // failed ends a run that failed with err: unless the deadline passed, it

@@ -33,9 +33,10 @@ import (
 //     echo message per peer carries the digests not yet echoed, and the
 //     driver waits for every peer's echo before the output is returned, so
 //     nothing is sealed or published before every broadcast was compared.
-//     Signing (echoNotify) sends that echo without waiting for anyone's:
-//     tss-lib's final check refuses a bad signature, and the echo lets a
-//     peer whose signing failed name the liar.
+//     Signing (echoPiggyback) has no such round, to stay as fast as it
+//     was: tss-lib's final check refuses a bad signature, so a lie in the
+//     last round fails the signing (naming the liar when a peer still
+//     running compares the failed party's abort echo).
 //   - A node that aborts sends an abort echo instead: its digests and why
 //     (its party failed, or the equivocation it found). A peer that
 //     receives one aborts too, at once (it would otherwise wait for its
@@ -132,8 +133,9 @@ const (
 	// echoAwait: send the final echo after the last round and wait for
 	// every peer's before the output is returned (keygen, resharing).
 	echoAwait echoMode = iota
-	// echoNotify: send it on success without waiting (signing).
-	echoNotify
+	// echoPiggyback: only the echoes on the tss messages, and abort
+	// echoes; no final echo (signing).
+	echoPiggyback
 )
 
 type bcastID [idLen]byte

@@ -117,7 +117,7 @@ func SignEdDSA(ctx context.Context, s Session, key eddsakeygen.LocalPartySaveDat
 		return nil, err
 	}
 	m := new(big.Int).SetBytes(msg)
-	return runParty(ctx, s, ps, p, echoNotify, tr, func(out chan<- tss.Message, end chan<- *common.SignatureData) tss.Party {
+	return runParty(ctx, s, ps, p, echoPiggyback, tr, func(out chan<- tss.Message, end chan<- *common.SignatureData) tss.Party {
 		return eddsasigning.NewLocalParty(m, p, key, out, end, len(msg))
 	})
 }

@@ -133,7 +133,7 @@ func SignECDSA(ctx context.Context, s Session, key ecdsakeygen.LocalPartySaveDat
 		return nil, err
 	}
 	m := new(big.Int).SetBytes(digest)
-	return runParty(ctx, s, ps, p, echoNotify, tr, func(out chan<- tss.Message, end chan<- *common.SignatureData) tss.Party {
+	return runParty(ctx, s, ps, p, echoPiggyback, tr, func(out chan<- tss.Message, end chan<- *common.SignatureData) tss.Party {
 		return ecdsasigning.NewLocalPartyWithKDD(m, p, key, kdd, out, end, len(digest))
 	})
 }
