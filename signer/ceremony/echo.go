@@ -37,8 +37,9 @@ import (
 //     was: tss-lib's final check refuses a bad signature, so a lie in the
 //     last round fails the signing (naming the liar when a peer still
 //     running compares the failed party's abort echo).
-//   - A node that aborts sends an abort echo instead: its digests and why
-//     (its party failed, or the equivocation it found). A peer that
+//   - A node that aborts sends an abort echo (also after its final echo):
+//     its digests and why (its party failed, or the equivocation it
+//     found). A peer that
 //     receives one aborts too, at once (it would otherwise wait for its
 //     deadline), after comparing the digests. A party that failed waits up
 //     to echoGrace for its peers' echoes, to name a liar if there is one.
