@@ -37,6 +37,10 @@ const (
 	// by the client (package attest), never sent by a node; the results
 	// that conflict name the nodes.
 	CodeResultMismatch = "RESULT_MISMATCH"
+	// CodePeerEquivocated: a participant sent different copies of one
+	// broadcast to different peers, or echoed a false digest of one; the
+	// reason names it. Every honest participant aborted before sealing.
+	CodePeerEquivocated = "PEER_EQUIVOCATED"
 )
 
 // ErrorCodes returns every stable error code, in documentation order.
@@ -45,7 +49,7 @@ func ErrorCodes() []string {
 		CodeBadRequest, CodeInvalidSignature, CodeExpired, CodeReplayed,
 		CodeUnauthorizedClient, CodeUnknownWallet, CodeWalletExists,
 		CodeNodesNotReady, CodeTimeout, CodeCeremonyFailed, CodeHSMFailure,
-		CodeInternal, CodeNoPreparams, CodeResultMismatch,
+		CodeInternal, CodeNoPreparams, CodeResultMismatch, CodePeerEquivocated,
 	}
 }
 

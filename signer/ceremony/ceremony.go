@@ -15,8 +15,11 @@
 // one draining the party's output; a party is started before its inbox is
 // drained; fresh PartyIDs are built for every ceremony; panics in party
 // constructors, Start and Update are recovered; the last messages a party
-// emits before its result are still sent. The schemes keep r, s and EdDSA
-// messages at their full length, and every ceremony sets a session nonce.
+// emits before its result are still sent; a party without the session nonce
+// is refused; every broadcast received is echoed to the other peers and
+// compared, so a peer that sends different copies is caught
+// (ErrEquivocation, echo.go). The schemes keep r, s and EdDSA messages at
+// their full length, and every ceremony sets a session nonce.
 package ceremony
 
 import (

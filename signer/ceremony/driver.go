@@ -2,8 +2,10 @@ package ceremony
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/bnb-chain/tss-lib/v3/tss"
 )
@@ -26,6 +28,7 @@ const (
 type local[T any] struct {
 	role   byte
 	result bool // its end value is the ceremony's result
+	params *tss.Parameters
 	party  tss.Party
 	out    chan tss.Message
 	end    chan T
@@ -39,10 +42,12 @@ func newLocal[T any](role byte, result bool) *local[T] {
 	}
 }
 
-// build creates the local's party with mk, recovering a constructor panic.
-func (l *local[T]) build(mk func(out chan<- tss.Message, end chan<- T) tss.Party) error {
-	p, err := newPartySafe(func() tss.Party { return mk(l.out, l.end) })
-	l.party = p
+// build creates the local's party with mk from the parameters p, recovering
+// a constructor panic.
+func (l *local[T]) build(p *tss.Parameters, mk func(out chan<- tss.Message, end chan<- T) tss.Party) error {
+	l.params = p
+	party, err := newPartySafe(func() tss.Party { return mk(l.out, l.end) })
+	l.party = party
 	return err
 }
 
@@ -53,17 +58,44 @@ type delivery struct {
 	wire []byte
 }
 
-// router connects a ceremony's local parties to the transport: keygen and
-// signing send tss-lib's messages as they are (directRouter), a reshare
-// wraps them in an envelope naming the committees (reshareRouter).
+// target is one node a message goes to, with the mask of its local roles
+// the message is for.
+type target struct {
+	node  string
+	roles byte
+}
+
+// router maps a ceremony's local parties to nodes: in keygen and signing
+// PartyID.Id is the node ID (directRouter); a reshare routes by the
+// committees (reshareRouter).
 type router interface {
-	// send sends msg, emitted by the local party of role from, to its
-	// recipients: other nodes over tr, this node's other local party
-	// through deliver.
-	send(ctx context.Context, tr Transport, from byte, msg tss.Message, deliver func(ctx context.Context, role byte, d delivery) error) error
-	// receive maps a message from the transport to a delivery and the mask
-	// of local roles it is for; ok is false for a message to drop.
-	receive(m Inbound) (d delivery, roles byte, ok bool)
+	// targets returns the other nodes a message of this node's party of
+	// role from goes to, and the mask of this node's own other local roles
+	// it is for.
+	targets(from byte, r *tss.MessageRouting) (remote []target, local byte, err error)
+	// party returns the tss party node runs in role, nil if none.
+	party(node string, role byte) *tss.PartyID
+}
+
+// paramsHookKey is the context key of a test hook that sees the parameters
+// of every party drive is given, before the session-nonce check.
+type paramsHookKey struct{}
+
+// checkParams refuses a party built without the session's nonce.
+func checkParams[T any](ctx context.Context, sessionID string, locals []*local[T]) error {
+	hook, _ := ctx.Value(paramsHookKey{}).(func(role byte, p *tss.Parameters) error)
+	want := SessionNonce(sessionID)
+	for _, l := range locals {
+		if hook != nil {
+			if err := hook(l.role, l.params); err != nil {
+				return err
+			}
+		}
+		if l.params == nil || l.params.SessionNonce() == nil || l.params.SessionNonce().Cmp(want) != 0 {
+			return fmt.Errorf("%w: a party without the session nonce", ErrBadParameters)
+		}
+	}
+	return nil
 }
 
 // drive runs this node's local parties of one ceremony (one for keygen and
@@ -77,15 +109,28 @@ type router interface {
 // restart the round). When the parties have ended, the messages still in
 // their out channels are sent: peers need them to finish too. ctx ends the
 // ceremony early; so does the first send or update error.
-func drive[T any](ctx context.Context, tr Transport, rt router, locals []*local[T]) (T, error) {
+//
+// Every message travels in an envelope (echo.go) that carries the digests
+// of the broadcasts this node received; a digest that differs from this
+// node's copy ends the ceremony with an *EquivocationError. With ec.mode
+// echoAwait the result is returned only once every peer's final echo
+// arrived. A ceremony that fails sends an abort echo (finish, failed); a
+// peer's abort echo fails this node's ceremony too.
+func drive[T any](ctx context.Context, ec *echoes, tr Transport, rt router, locals []*local[T]) (T, error) {
 	var zero T
+	if err := checkParams(ctx, ec.session, locals); err != nil {
+		return zero, err
+	}
 	parent := ctx
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(ctx) // the parties' run
 	defer cancel()
-	errc := make(chan error, 1)
-	fail := func(err error) {
+	dctx, dcancel := context.WithCancel(parent) // the inbound dispatcher: it outlives the run for the echoes
+	defer dcancel()
+	errc := make(chan error, 1) // the first send or update error
+	eqc := make(chan error, 1)  // the first equivocation found
+	first := func(c chan error, err error) {
 		select {
-		case errc <- err:
+		case c <- err:
 		default:
 		}
 	}
@@ -109,7 +154,29 @@ func drive[T any](ctx context.Context, tr Transport, rt router, locals []*local[
 	send := func(ctx context.Context, from byte, msg tss.Message) error {
 		sendMu.Lock()
 		defer sendMu.Unlock()
-		return rt.send(ctx, tr, from, msg, deliver)
+		wire, routing, err := msg.WireBytes()
+		if err != nil {
+			return fmt.Errorf("%w: encode message: %v", ErrParty, err)
+		}
+		remote, mine, err := rt.targets(from, routing)
+		if err != nil {
+			return err
+		}
+		for _, role := range []byte{roleOld, roleNew} {
+			if mine&role != 0 { // this node's other party: no envelope, no echo
+				if err := deliver(ctx, role, delivery{from: rt.party(ec.self, from), bc: routing.IsBroadcast, wire: wire}); err != nil {
+					return err
+				}
+			}
+		}
+		for _, t := range remote {
+			env := envelope{kind: kindTSS, from: from, to: t.roles, entries: ec.claimsFor(t.node), wire: wire}
+			o := Outbound{To: []string{t.node}, Broadcast: routing.IsBroadcast, Round: msg.Type(), Wire: env.encode(ec.tag)}
+			if err := tr.Send(ctx, o); err != nil {
+				return fmt.Errorf("send %s: %w", o.Round, err)
+			}
+		}
+		return nil
 	}
 
 	var wg sync.WaitGroup
@@ -126,7 +193,7 @@ func drive[T any](ctx context.Context, tr Transport, rt router, locals []*local[
 					// from out just as the party finished must still
 					// reach the peers.
 					if err := send(parent, l.role, msg); err != nil {
-						fail(err)
+						first(errc, err)
 						return
 					}
 				}
@@ -150,35 +217,65 @@ func drive[T any](ctx context.Context, tr Transport, rt router, locals []*local[
 					return
 				case d := <-l.inbox:
 					if err := safeUpdate(l.party, d.wire, d.from, d.bc); err != nil {
-						fail(err)
+						first(errc, err)
 						return
 					}
 				}
 			}
 		}()
 	}
-	// Inbound dispatcher: feeds the parties the messages the router accepts.
-	wg.Add(1)
+	// Inbound dispatcher: compares the echoes, records the broadcasts and
+	// feeds the parties, until the final echoes are in (dctx).
+	var dwg sync.WaitGroup
+	dwg.Add(1)
 	go func() {
-		defer wg.Done()
+		defer dwg.Done()
 		in := tr.Recv()
 		for {
 			select {
-			case <-ctx.Done():
+			case <-dctx.Done():
 				return
 			case m, ok := <-in:
 				if !ok {
 					return
 				}
-				d, roles, ok := rt.receive(m)
-				if !ok {
+				env, ok := parseEnvelope(m.Wire, ec.tag)
+				if !ok || m.From == ec.self || !ec.isPeer(m.From) {
 					continue
 				}
-				for _, l := range locals {
-					if l.role&roles != 0 {
-						if deliver(ctx, l.role, d) != nil {
-							return
+				var from *tss.PartyID
+				if env.kind == kindTSS {
+					if from = rt.party(m.From, env.from); from == nil {
+						continue // not a party of this ceremony
+					}
+				}
+				if err := ec.check(m.From, env.entries); err != nil {
+					first(eqc, err)
+					continue
+				}
+				if env.kind != kindTSS {
+					ec.gotFinal(m.From)
+					if env.kind == kindAbort {
+						if err := ec.peerAborted(m.From, env.wire); errors.Is(err, ErrEquivocation) {
+							first(eqc, err)
+						} else {
+							first(errc, err)
 						}
+					}
+					continue
+				}
+				if m.Broadcast && ec.on {
+					if typ := messageType(env.wire, from, true); typ != "" {
+						if err := ec.record(m.From, env.from, typ, env.wire); err != nil {
+							first(eqc, err)
+							continue
+						}
+					}
+				}
+				for _, l := range locals {
+					if l.role&env.to != 0 {
+						// After the run nobody drains the inboxes: drop.
+						_ = deliver(ctx, l.role, delivery{from: from, bc: m.Broadcast, wire: env.wire})
 					}
 				}
 			}
@@ -211,68 +308,156 @@ func drive[T any](ctx context.Context, tr Transport, rt router, locals []*local[
 				res = e.val
 			}
 		case err = <-errc:
+		case err = <-eqc:
 		case <-ctx.Done():
 			err = ctx.Err()
+			select { // a peer's abort can end the caller's context too (reshare.Mux.Watch)
+			case err = <-eqc:
+			default:
+			}
 		}
 	}
 	cancel()
 	wg.Wait()
+	if err == nil {
+		err = finish(parent, ec, tr, locals, send, errc, eqc)
+	}
+	if err != nil {
+		err = failed(parent, ec, tr, err, eqc)
+	}
+	dcancel()
+	dwg.Wait()
 	if err != nil {
 		return zero, err
 	}
-	// A party's last messages can still sit in its out channel when its
-	// result arrives (its pump had not run yet).
+	return res, nil
+}
+
+// finish ends a run whose parties all ended: it sends the messages still in
+// their out channels (a party's last messages can sit there when its result
+// arrives: its pump had not run yet); with echoAwait it then sends the
+// final echo and waits for every peer's; a peer's abort echo or a mismatch
+// fails it.
+func finish[T any](ctx context.Context, ec *echoes, tr Transport, locals []*local[T], send func(context.Context, byte, tss.Message) error, errc, eqc chan error) error {
 	for _, l := range locals {
 		for done := false; !done; {
 			select {
 			case msg := <-l.out:
-				if ferr := send(parent, l.role, msg); ferr != nil {
-					return res, ferr
+				if err := send(ctx, l.role, msg); err != nil {
+					return err
 				}
 			default:
 				done = true
 			}
 		}
 	}
-	return res, nil
+	select { // found while the party ended
+	case err := <-eqc:
+		return err
+	default:
+	}
+	if !ec.on || ec.mode != echoAwait {
+		return nil
+	}
+	if err := ec.sendEcho(ctx, tr, kindEcho, nil); err != nil {
+		return err
+	}
+	select {
+	case <-ec.allIn:
+	case err := <-eqc:
+		return err
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select { // the last echo may have held a mismatch, or been an abort
+	case err := <-eqc:
+		return err
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+// failed ends a run that failed with err: unless the deadline passed, it
+// sends an abort echo (its digests and why), so that its peers abort too
+// and find a mismatch it found. When a party failed (a bad message or
+// proof, or a peer aborted), it waits up to echoGrace for its peers'
+// echoes: if a broadcast differed, the equivocation is the error, naming
+// the liar.
+func failed(ctx context.Context, ec *echoes, tr Transport, err error, eqc chan error) error {
+	if !ec.on || ctx.Err() != nil {
+		return err
+	}
+	_ = ec.sendEcho(ctx, tr, kindAbort, abortReason(err)) // best effort: the ceremony has failed anyway
+	if !errors.Is(err, ErrParty) || errors.Is(err, ErrEquivocation) {
+		return err
+	}
+	t := time.NewTimer(echoGrace)
+	defer t.Stop()
+	select {
+	case e := <-eqc:
+		return e
+	case <-ec.allIn:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	select {
+	case e := <-eqc:
+		return e
+	default:
+		return err
+	}
 }
 
 // runParty runs a one-party ceremony (keygen, signing) whose party mk
-// builds, over tr with the session's parties ps.
-func runParty[T any](ctx context.Context, ps *parties, tr Transport, mk func(out chan<- tss.Message, end chan<- T) tss.Party) (T, error) {
+// builds from p, over tr with the session's parties ps.
+func runParty[T any](ctx context.Context, s Session, ps *parties, p *tss.Parameters, mode echoMode, tr Transport, mk func(out chan<- tss.Message, end chan<- T) tss.Party) (T, error) {
 	l := newLocal[T](roleOnly, true)
-	if err := l.build(mk); err != nil {
+	if err := l.build(p, mk); err != nil {
 		var zero T
 		return zero, err
 	}
-	return drive(ctx, tr, directRouter{ps}, []*local[T]{l})
+	var peers []string
+	for _, id := range ps.sorted {
+		if id != ps.self {
+			peers = append(peers, id.Id)
+		}
+	}
+	return drive(ctx, newEchoes(s.ID, s.Self, peers, mode), tr, directRouter{ps}, []*local[T]{l})
 }
 
-// directRouter routes a keygen or signing party: PartyID.Id is the node ID,
-// and messages travel as tss-lib encodes them.
+// directRouter routes a keygen or signing party: PartyID.Id is the node ID.
 type directRouter struct{ ps *parties }
 
-func (r directRouter) send(ctx context.Context, tr Transport, _ byte, msg tss.Message, _ func(context.Context, byte, delivery) error) error {
-	wire, routing, err := msg.WireBytes()
-	if err != nil {
-		return fmt.Errorf("%w: encode message: %v", ErrParty, err)
+func (r directRouter) targets(_ byte, routing *tss.MessageRouting) ([]target, byte, error) {
+	var out []target
+	if routing.To == nil {
+		for _, id := range r.ps.sorted {
+			if id != r.ps.self {
+				out = append(out, target{node: id.Id, roles: roleOnly})
+			}
+		}
+		return out, 0, nil
 	}
-	o := Outbound{Broadcast: routing.IsBroadcast, Round: msg.Type(), Wire: wire}
 	for _, to := range routing.To {
-		o.To = append(o.To, to.Id)
+		if to == nil || r.ps.byNode[to.Id] == nil {
+			return nil, 0, fmt.Errorf("%w: message to unknown party", ErrParty)
+		}
+		if to.Id != r.ps.self.Id {
+			out = append(out, target{node: to.Id, roles: roleOnly})
+		}
 	}
-	if err := tr.Send(ctx, o); err != nil {
-		return fmt.Errorf("send %s: %w", o.Round, err)
-	}
-	return nil
+	return out, 0, nil
 }
 
-func (r directRouter) receive(m Inbound) (delivery, byte, bool) {
-	from := r.ps.byNode[m.From]
-	if from == nil || from == r.ps.self {
-		return delivery{}, 0, false // not a participant of this ceremony
+func (r directRouter) party(node string, role byte) *tss.PartyID {
+	if role != roleOnly {
+		return nil
 	}
-	return delivery{from: from, bc: m.Broadcast, wire: m.Wire}, roleOnly, true
+	return r.ps.byNode[node]
 }
 
 func safeStart(p tss.Party) (err error) {

@@ -98,7 +98,7 @@ func KeygenEdDSA(ctx context.Context, s Session, tr Transport) (*eddsakeygen.Loc
 	if err != nil {
 		return nil, err
 	}
-	return runParty(ctx, ps, tr, func(out chan<- tss.Message, end chan<- *eddsakeygen.LocalPartySaveData) tss.Party {
+	return runParty(ctx, s, ps, p, echoAwait, tr, func(out chan<- tss.Message, end chan<- *eddsakeygen.LocalPartySaveData) tss.Party {
 		return eddsakeygen.NewLocalParty(p, out, end)
 	})
 }
@@ -117,7 +117,7 @@ func SignEdDSA(ctx context.Context, s Session, key eddsakeygen.LocalPartySaveDat
 		return nil, err
 	}
 	m := new(big.Int).SetBytes(msg)
-	return runParty(ctx, ps, tr, func(out chan<- tss.Message, end chan<- *common.SignatureData) tss.Party {
+	return runParty(ctx, s, ps, p, echoPiggyback, tr, func(out chan<- tss.Message, end chan<- *common.SignatureData) tss.Party {
 		return eddsasigning.NewLocalParty(m, p, key, out, end, len(msg))
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/big"
+	"slices"
 
 	"github.com/bnb-chain/tss-lib/v3/tss"
 )
@@ -15,8 +16,8 @@ import (
 // tss-lib resharing has two committees. A node in both runs two tss parties
 // (old and new) with distinct keys: the old party at the key its share holds
 // (OldKeys), the new one at NextPartyKey. Both talk over the node's one
-// Transport: every message carries a small envelope (the sending party's
-// committee and the receiving node's committees), inside the payload the
+// Transport: every message's envelope (echo.go) names the sending party's
+// committee and the receiving node's committees, inside the payload the
 // transport signs and, for P2P messages, encrypts; messages between the two
 // parties of one node never leave the process.
 type ReshareSession struct {
@@ -34,8 +35,6 @@ type ReshareSession struct {
 	// secp256k1 or 32-byte ed25519): a new share for another key fails.
 	PubKey []byte
 }
-
-const envelopeVersion = 1
 
 type reshareParties struct {
 	oldCtx, newCtx *tss.PeerContext
@@ -144,7 +143,7 @@ func reshare[K any](ctx context.Context, s ReshareSession, kind reshareKind[K], 
 		}
 		l := newLocal[*K](roleOld, false)
 		p := s.params(rp, kind.curve, roleOld)
-		if err := l.build(func(out chan<- tss.Message, end chan<- *K) tss.Party { return kind.party(p, *cp, out, end) }); err != nil {
+		if err := l.build(p.Parameters, func(out chan<- tss.Message, end chan<- *K) tss.Party { return kind.party(p, *cp, out, end) }); err != nil {
 			return nil, err
 		}
 		locals = append(locals, l)
@@ -156,12 +155,12 @@ func reshare[K any](ctx context.Context, s ReshareSession, kind reshareKind[K], 
 		}
 		l := newLocal[*K](roleNew, true)
 		p := s.params(rp, kind.curve, roleNew)
-		if err := l.build(func(out chan<- tss.Message, end chan<- *K) tss.Party { return kind.party(p, save, out, end) }); err != nil {
+		if err := l.build(p.Parameters, func(out chan<- tss.Message, end chan<- *K) tss.Party { return kind.party(p, save, out, end) }); err != nil {
 			return nil, err
 		}
 		locals = append(locals, l)
 	}
-	res, err := drive(ctx, tr, reshareRouter{self: s.Self, rp: rp}, locals)
+	res, err := drive(ctx, newEchoes(s.ID, s.Self, s.peers(), echoAwait), tr, reshareRouter{self: s.Self, rp: rp}, locals)
 	if err != nil || res == nil {
 		return nil, err
 	}
@@ -175,66 +174,59 @@ func reshare[K any](ctx context.Context, s ReshareSession, kind reshareKind[K], 
 	return res, nil
 }
 
+// peers are the other nodes of the reshare, in either committee.
+func (s ReshareSession) peers() []string {
+	var out []string
+	for _, n := range append(slices.Clone(s.Old), s.New...) {
+		if n != s.Self && !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 // reshareRouter routes a reshare's parties by PartyID.Key (both committees
-// index from 0): every message to another node carries an envelope
-// (version, the sending party's role, the mask of the receiving node's
-// roles); messages between this node's own two parties stay in process;
-// nothing goes back to the sending party.
+// index from 0): a message goes to each node once, with the mask of its
+// roles it is for (a broadcast can reach both committees); messages
+// between this node's own two parties stay in process; nothing goes back
+// to the sending party.
 type reshareRouter struct {
 	self string
 	rp   *reshareParties
 }
 
-func (r reshareRouter) send(ctx context.Context, tr Transport, from byte, msg tss.Message, deliver func(context.Context, byte, delivery) error) error {
-	wire, routing, err := msg.WireBytes()
-	if err != nil {
-		return fmt.Errorf("%w: encode message: %v", ErrParty, err)
-	}
-	masks := map[string]byte{}
-	var order []string
+func (r reshareRouter) targets(from byte, routing *tss.MessageRouting) ([]target, byte, error) {
 	self := r.rp.byRole[from][r.self]
+	var out []target
+	var mine byte
+	index := map[string]int{}
 	for _, to := range routing.To {
 		if to == nil || to.Id == self.Id {
 			continue // never back to the sender
 		}
 		role, node := r.rp.owner[to], to.Moniker
 		if role == 0 {
-			return fmt.Errorf("%w: message to unknown party %s", ErrParty, to.Id)
+			return nil, 0, fmt.Errorf("%w: message to unknown party %s", ErrParty, to.Id)
 		}
-		if masks[node] == 0 {
-			order = append(order, node)
-		}
-		masks[node] |= role
-	}
-	for _, node := range order {
 		if node == r.self {
-			for _, role := range []byte{roleOld, roleNew} {
-				if masks[node]&role != 0 {
-					if err := deliver(ctx, role, delivery{from: self, bc: routing.IsBroadcast, wire: wire}); err != nil {
-						return err
-					}
-				}
-			}
+			mine |= role
 			continue
 		}
-		env := append([]byte{envelopeVersion, from, masks[node]}, wire...)
-		o := Outbound{To: []string{node}, Broadcast: routing.IsBroadcast, Round: msg.Type(), Wire: env}
-		if err := tr.Send(ctx, o); err != nil {
-			return fmt.Errorf("send %s: %w", o.Round, err)
+		i, ok := index[node]
+		if !ok {
+			i, index[node] = len(out), len(out)
+			out = append(out, target{node: node})
 		}
+		out[i].roles |= role
 	}
-	return nil
+	return out, mine, nil
 }
 
-func (r reshareRouter) receive(m Inbound) (delivery, byte, bool) {
-	if len(m.Wire) < 3 || m.Wire[0] != envelopeVersion {
-		return delivery{}, 0, false
+func (r reshareRouter) party(node string, role byte) *tss.PartyID {
+	if role != roleOld && role != roleNew {
+		return nil
 	}
-	from := r.rp.byRole[m.Wire[1]][m.From] // the sending node's party, as the transport authenticated it
-	if from == nil {
-		return delivery{}, 0, false
-	}
-	return delivery{from: from, bc: m.Broadcast, wire: m.Wire[3:]}, m.Wire[2] & (roleOld | roleNew), true
+	return r.rp.byRole[role][node] // the sending node's party, as the transport authenticated it
 }
 
 // deepCopy copies a share through its JSON encoding (the buffer is zeroed).

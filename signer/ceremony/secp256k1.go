@@ -113,7 +113,7 @@ func KeygenECDSA(ctx context.Context, s Session, pre *PreParams, tr Transport) (
 	if err != nil {
 		return nil, err
 	}
-	return runParty(ctx, ps, tr, func(out chan<- tss.Message, end chan<- *ecdsakeygen.LocalPartySaveData) tss.Party {
+	return runParty(ctx, s, ps, p, echoAwait, tr, func(out chan<- tss.Message, end chan<- *ecdsakeygen.LocalPartySaveData) tss.Party {
 		return ecdsakeygen.NewLocalParty(p, out, end, *pre)
 	})
 }
@@ -133,7 +133,7 @@ func SignECDSA(ctx context.Context, s Session, key ecdsakeygen.LocalPartySaveDat
 		return nil, err
 	}
 	m := new(big.Int).SetBytes(digest)
-	return runParty(ctx, ps, tr, func(out chan<- tss.Message, end chan<- *common.SignatureData) tss.Party {
+	return runParty(ctx, s, ps, p, echoPiggyback, tr, func(out chan<- tss.Message, end chan<- *common.SignatureData) tss.Party {
 		return ecdsasigning.NewLocalPartyWithKDD(m, p, key, kdd, out, end, len(digest))
 	})
 }

@@ -100,6 +100,8 @@ func errorCode(ctx context.Context, err error) (code, reason string) {
 		return protocol.CodeNodesNotReady, "the nodes disagreed on which of them are ready (one just stopped or started); retry the request: " + err.Error()
 	case errors.Is(err, ceremony.ErrBadShare):
 		return protocol.CodeHSMFailure, "sealed share does not decode"
+	case errors.Is(err, ceremony.ErrEquivocation):
+		return protocol.CodePeerEquivocated, err.Error()
 	case errors.Is(err, ceremony.ErrParty):
 		return protocol.CodeCeremonyFailed, err.Error()
 	default:

@@ -87,6 +87,7 @@ func TestErrorCode(t *testing.T) {
 		{"hsm", live, fmt.Errorf("open: %w", hsm.ErrTampered), protocol.CodeHSMFailure},
 		{"parties differ", live, transport.ErrPartiesDiffer, protocol.CodeNodesNotReady},
 		{"bad share", live, ceremony.ErrBadShare, protocol.CodeHSMFailure},
+		{"equivocation", live, fmt.Errorf("round 1: %w", ceremony.ErrEquivocation), protocol.CodePeerEquivocated},
 		{"tss", live, fmt.Errorf("%w: round 3", ceremony.ErrParty), protocol.CodeCeremonyFailed},
 		{"other", live, errors.New("disk full"), protocol.CodeInternal},
 	} {
