@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -27,27 +28,59 @@ import (
 	"github.com/hwsigner/signer/signer/store"
 )
 
-// These tests read every node's result of a request, not the one the Go
-// client's waiters return: each client's callbacks collect all the
-// verified results its consumers deliver, by request ID.
+// These tests read every node's result of a request, not the decision the
+// Go client returns: a core NATS subscription on a client's result subjects
+// sees every node's publication (the client's own durable consumers still
+// consume and decide), and collect keeps the verified ones by request ID.
 
-// collected holds the verified results a client's consumers delivered.
+// collected holds the verified results published on a client's subjects.
 type collected struct {
 	mu sync.Mutex
-	by map[string][]protocol.Result // request ID -> results in delivery order
+	by map[string][]protocol.Result // request ID -> results in arrival order
 }
 
-// collect registers callbacks for every op on cl.
-func collect(t *testing.T, cl *client.Client) *collected {
+// collect subscribes to every result subject of cl's client ID (keygen,
+// signing and reshare) and keeps each result whose node signature verifies
+// under c's node keys. The client itself registers callbacks too, so that
+// its consumers run as a backend's would.
+func collect(t *testing.T, c *devcluster.Cluster, cl *client.Client) *collected {
 	t.Helper()
 	r := &collected{by: map[string][]protocol.Result{}}
-	add := func(res protocol.Result) {
-		r.mu.Lock()
-		r.by[res.RequestID] = append(r.by[res.RequestID], res)
-		r.mu.Unlock()
+	nc, err := nats.Connect(c.URL)
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(nc.Close)
+	id := cl.ClientID()
+	last := func(subj string, err error) string { // the subject with its last token a wildcard
+		if err != nil {
+			t.Fatal(err)
+		}
+		return subj[:strings.LastIndex(subj, ".")+1] + "*"
+	}
+	signing, err := routing.SigningResultSubject(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, subj := range []string{last(routing.KeygenResultSubject(id, "w")), signing, last(routing.ReshareResultSubject(id, "s"))} {
+		if _, err := nc.Subscribe(subj, func(m *nats.Msg) {
+			res, err := protocol.VerifyResult(m.Data, c.NodeKeys)
+			if err != nil || res.ClientID != id {
+				return
+			}
+			r.mu.Lock()
+			r.by[res.RequestID] = append(r.by[res.RequestID], *res)
+			r.mu.Unlock()
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	ignore := func(protocol.Result) {}
 	for _, on := range []func(func(protocol.Result)) error{cl.OnWalletCreationResult, cl.OnSignResult, cl.OnReshareResult} {
-		if err := on(add); err != nil {
+		if err := on(ignore); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -202,7 +235,7 @@ func TestWalletOwnership(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	clA, clB, clG, clL := newClient(t, c, keys["svcA"]), newClient(t, c, keys["svcB"]), newClient(t, c, keys["svcG"]), newClient(t, c, keys["legacy"])
-	resA, resB, resG, resL := collect(t, clA), collect(t, clB), collect(t, clG), collect(t, clL)
+	resA, resB, resG, resL := collect(t, c, clA), collect(t, c, clB), collect(t, c, clG), collect(t, c, clL)
 	const kt = protocol.KeyTypeEd25519
 
 	pubs := map[string][]byte{}
@@ -349,7 +382,7 @@ func TestRefusalOnClaimedClientID(t *testing.T) {
 	c := start(t, 3, 1, keys)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	resA, resB := collect(t, newClient(t, c, keys["svcA"])), collect(t, newClient(t, c, keys["svcB"]))
+	resA, resB := collect(t, c, newClient(t, c, keys["svcA"])), collect(t, c, newClient(t, c, keys["svcB"]))
 	raw := newRawRequests(t, c)
 	for _, tc := range []struct {
 		name string
@@ -393,7 +426,7 @@ func TestSameRequestIDTwoClients(t *testing.T) {
 	c := start(t, 3, 1, keys)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	clients := map[string]*collected{"svcA": collect(t, newClient(t, c, keys["svcA"])), "svcB": collect(t, newClient(t, c, keys["svcB"]))}
+	clients := map[string]*collected{"svcA": collect(t, c, newClient(t, c, keys["svcA"])), "svcB": collect(t, c, newClient(t, c, keys["svcB"]))}
 	raw := newRawRequests(t, c)
 	names := []string{"svcA", "svcB"}
 	send := func(build func(name string) (string, protocol.Request), requestID string) map[string][]byte {
@@ -474,7 +507,7 @@ func TestConcurrentKeygenOneWallet(t *testing.T) {
 	c := start(t, 3, 1, keys)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	clients := map[string]*collected{"svcA": collect(t, newClient(t, c, keys["svcA"])), "svcB": collect(t, newClient(t, c, keys["svcB"]))}
+	clients := map[string]*collected{"svcA": collect(t, c, newClient(t, c, keys["svcA"])), "svcB": collect(t, c, newClient(t, c, keys["svcB"]))}
 	raw := newRawRequests(t, c)
 	wins := map[string]int{}
 	for round := range 20 {
@@ -543,7 +576,7 @@ func TestSubjectWalletMismatch(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cl := newClient(t, c, keys["svcA"])
-	res := collect(t, cl)
+	res := collect(t, c, cl)
 	for _, w := range []string{"w8-a", "w8-b"} {
 		if _, err := cl.KeygenAndWait(ctx, client.KeygenParams{WalletID: w, KeyTypes: []string{protocol.KeyTypeEd25519}}); err != nil {
 			t.Fatal(err)
