@@ -170,6 +170,11 @@ func runChaos(t *testing.T, pc *procCluster, url string, perClient int, atThird,
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	reconnect := []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
+	// A signer cut off mid-session (its NATS server killed) can leave a
+	// request with one success and one error: not an attested outcome, so
+	// the client decides it TIMEOUT once it has held it for the request
+	// TTL. Two minutes keeps that inside the test's wait for the answers.
+	pc.clientTTL = 2 * time.Minute
 	clients := map[string]*client.Client{"svcA": pc.client(url, "svcA", reconnect...), "svcB": pc.client(url, "svcB", reconnect...)}
 	if _, err := clients["svcA"].KeygenAndWait(ctx, client.KeygenParams{WalletID: "chaos"}); err != nil {
 		t.Fatalf("keygen: %v", err)

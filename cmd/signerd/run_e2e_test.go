@@ -94,6 +94,10 @@ type procCluster struct {
 	nodes   map[string]*runNode
 	peers   map[string]string // PEM identity keys
 	clients map[string]ed25519.PrivateKey
+	// clientTTL, when set, is the request TTL of the clients pc.client
+	// makes: it is also how long a client holds a callback request that
+	// its nodes' results do not decide before it decides TIMEOUT.
+	clientTTL time.Duration
 }
 
 func newProcCluster(t *testing.T, natsURL string) *procCluster {
@@ -247,7 +251,11 @@ func (pc *procCluster) client(natsURL, name string, opts ...nats.Option) *client
 			t.Fatal(err)
 		}
 	}
-	cl, err := client.New(nc, pc.clients[name], client.WithClientID(name), client.WithNodeKeys(nodeKeys))
+	copts := []client.Option{client.WithClientID(name), client.WithNodeKeys(nodeKeys)}
+	if pc.clientTTL > 0 {
+		copts = append(copts, client.WithRequestTTL(pc.clientTTL))
+	}
+	cl, err := client.New(nc, pc.clients[name], copts...)
 	if err != nil {
 		t.Fatal(err)
 	}
