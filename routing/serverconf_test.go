@@ -134,6 +134,10 @@ func TestServerConfigExample(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitPermErr(t, errs, "svcA publishing a result")
+	if err := nc.Publish(AttemptSubject("svcA", "r1"), []byte("forged plan")); err != nil {
+		t.Fatal(err)
+	}
+	waitPermErr(t, errs, "svcA publishing a re-run plan")
 	if _, err := nc.SubscribeSync("_INBOX.>"); err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,16 @@ const (
 	// falls inside it.
 	DefaultDuplicates = 10 * time.Minute
 	DefaultMaxMsgSize = 1 << 20
+	// DefaultAttemptMaxAge bounds how long MPC_ATTEMPTS keeps a re-run plan:
+	// a node that restarts reads the plans of the requests it may still
+	// have to finish.
+	DefaultAttemptMaxAge = time.Hour
+	// AttemptMaxMsgsPerSubject bounds the plans kept per request: a request
+	// is re-run a few times at most; a flood on one request's subject
+	// cannot grow the stream.
+	AttemptMaxMsgsPerSubject = 64
+	// AttemptMaxMsgSize bounds one plan.
+	AttemptMaxMsgSize = 16 << 10
 )
 
 // StreamOptions tunes the two streams. The zero value gives file storage, one
@@ -36,6 +46,9 @@ type StreamOptions struct {
 	// ResultMaxAge bounds how long a result waits for its client. Default
 	// 7 days.
 	ResultMaxAge time.Duration
+	// AttemptMaxAge bounds how long a re-run plan is kept (MPC_ATTEMPTS).
+	// Default 1 h.
+	AttemptMaxAge time.Duration
 	// Duplicates is the deduplication window. Default 10 min.
 	Duplicates time.Duration
 	// MaxMsgSize per message. Default 1 MiB.
@@ -55,6 +68,9 @@ func (o StreamOptions) withDefaults() StreamOptions {
 	if o.Duplicates <= 0 {
 		o.Duplicates = DefaultDuplicates
 	}
+	if o.AttemptMaxAge <= 0 {
+		o.AttemptMaxAge = DefaultAttemptMaxAge
+	}
 	if o.MaxMsgSize <= 0 {
 		o.MaxMsgSize = DefaultMaxMsgSize
 	}
@@ -62,7 +78,7 @@ func (o StreamOptions) withDefaults() StreamOptions {
 }
 
 func (o StreamOptions) check() error {
-	if o.Duplicates > o.RequestMaxAge || o.Duplicates > o.ResultMaxAge {
+	if o.Duplicates > o.RequestMaxAge || o.Duplicates > o.ResultMaxAge || o.Duplicates > o.AttemptMaxAge {
 		return fmt.Errorf("routing: duplicate window %s longer than a stream's max age", o.Duplicates)
 	}
 	return nil
@@ -106,7 +122,29 @@ func ResultStreamConfig(o StreamOptions) jetstream.StreamConfig {
 	}
 }
 
-// EnsureStreams creates MPC_REQUESTS and MPC_RESULTS, or updates them to the
+// AttemptStreamConfig returns the configuration of MPC_ATTEMPTS: the signed
+// re-run plans of the nodes (limits retention for AttemptMaxAge, at most
+// AttemptMaxMsgsPerSubject per request, file storage, deduplication). Every
+// node reads it in stream order, so that all of them follow the same first
+// valid plan of each attempt.
+func AttemptStreamConfig(o StreamOptions) jetstream.StreamConfig {
+	o = o.withDefaults()
+	return jetstream.StreamConfig{
+		Name:              AttemptStream,
+		Description:       "signed re-run plans of signer nodes (which nodes sign a request's next attempt)",
+		Subjects:          AttemptStreamSubjects(),
+		Retention:         jetstream.LimitsPolicy,
+		Storage:           o.Storage,
+		Replicas:          o.Replicas,
+		MaxAge:            o.AttemptMaxAge,
+		MaxMsgsPerSubject: AttemptMaxMsgsPerSubject,
+		Duplicates:        o.Duplicates,
+		MaxMsgSize:        AttemptMaxMsgSize,
+		Discard:           jetstream.DiscardOld,
+	}
+}
+
+// EnsureStreams creates MPC_REQUESTS, MPC_RESULTS and MPC_ATTEMPTS, or updates them to the
 // configuration above; calling it again with the same options is a no-op.
 // Nodes call it at start; clients do not need to.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
@@ -114,7 +152,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 	if err := o.check(); err != nil {
 		return err
 	}
-	for _, cfg := range []jetstream.StreamConfig{RequestStreamConfig(o), ResultStreamConfig(o)} {
+	for _, cfg := range []jetstream.StreamConfig{RequestStreamConfig(o), ResultStreamConfig(o), AttemptStreamConfig(o)} {
 		if err := EnsureStream(ctx, js, cfg); err != nil {
 			return fmt.Errorf("routing: stream %s: %w", cfg.Name, err)
 		}
@@ -168,5 +206,5 @@ func ensureStreamOnce(ctx context.Context, js jetstream.JetStream, cfg jetstream
 func sameStreamConfig(a, b jetstream.StreamConfig) bool {
 	return a.Description == b.Description && slices.Equal(a.Subjects, b.Subjects) && a.Retention == b.Retention &&
 		a.Storage == b.Storage && a.Replicas == b.Replicas && a.MaxAge == b.MaxAge && a.Duplicates == b.Duplicates &&
-		a.MaxMsgSize == b.MaxMsgSize && a.Discard == b.Discard
+		a.MaxMsgSize == b.MaxMsgSize && a.Discard == b.Discard && a.MaxMsgsPerSubject == b.MaxMsgsPerSubject
 }

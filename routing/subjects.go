@@ -14,6 +14,7 @@ import (
 const (
 	RequestStream = "MPC_REQUESTS"
 	ResultStream  = "MPC_RESULTS"
+	AttemptStream = "MPC_ATTEMPTS"
 	ReadyBucket   = "mpc_ready"
 )
 
@@ -27,6 +28,7 @@ const (
 	reshareResultToken  = "mpc_reshare_result"
 	signingComplete     = "complete"
 	roundToken          = "round"
+	attemptToken        = "attempt"
 	subjectRoot         = "mpc"
 )
 
@@ -144,6 +146,19 @@ func ParseRoundSubject(subject string) (sessionID, nodeID string, err error) {
 // AllRoundsSubject returns mpc.round.>: the round messages of every session
 // to every node.
 func AllRoundsSubject() string { return subjectRoot + "." + roundToken + ".>" }
+
+// AttemptSubject returns mpc.attempt.<digest>: the subject of MPC_ATTEMPTS
+// on which the nodes plan the re-runs of one client's request (digest: 32
+// hex digits of SHA-256 over clientID and requestID, so that any IDs make a
+// valid token and the subject is the same on every node).
+func AttemptSubject(clientID, requestID string) string {
+	return subjectRoot + "." + attemptToken + "." + digest([]byte(clientID+"\x00"+requestID))
+}
+
+// AttemptStreamSubjects returns the subjects of MPC_ATTEMPTS.
+func AttemptStreamSubjects() []string {
+	return []string{subjectRoot + "." + attemptToken + ".*"}
+}
 
 // scoped returns "<clientID>." for a client with an ID and "" for a legacy
 // client.

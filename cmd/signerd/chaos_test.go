@@ -3,12 +3,12 @@ package main
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"net"
 	neturl "net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,6 +26,7 @@ import (
 	hsmuri "github.com/hwsigner/signer/hsm/uri"
 	"github.com/hwsigner/signer/internal/secret"
 	"github.com/hwsigner/signer/protocol"
+	"github.com/hwsigner/signer/routing"
 	"github.com/hwsigner/signer/routing/natstest"
 	"github.com/hwsigner/signer/signer/config"
 	"github.com/hwsigner/signer/signer/store"
@@ -35,6 +36,8 @@ import (
 type chaosRun struct {
 	mu        sync.Mutex
 	sent      map[string]string            // request ID -> client
+	sentAt    map[string]time.Time         // request ID -> first submission
+	latency   map[string]time.Duration     // request ID -> submission to first decision
 	results   map[string][]protocol.Result // request ID -> deliveries
 	misrouted int
 	retries   atomic.Int64 // submissions retried through the NATS outage
@@ -46,6 +49,9 @@ func (r *chaosRun) record(clientName string, res protocol.Result) {
 	if r.sent[res.RequestID] != clientName || res.ClientID != clientName {
 		r.misrouted++
 		return
+	}
+	if _, ok := r.latency[res.RequestID]; !ok {
+		r.latency[res.RequestID] = time.Since(r.sentAt[res.RequestID])
 	}
 	r.results[res.RequestID] = append(r.results[res.RequestID], res)
 }
@@ -170,16 +176,18 @@ func runChaos(t *testing.T, pc *procCluster, url string, perClient int, atThird,
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	reconnect := []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
-	// A signer cut off mid-session (its NATS server killed) can leave a
-	// request with one success and one error: not an attested outcome, so
-	// the client decides it TIMEOUT once it has held it for the request
-	// TTL. Two minutes keeps that inside the test's wait for the answers.
+	// A signer cut off mid-session (killed, or its NATS server restarted)
+	// makes its peers re-run the request on another committee: a stall
+	// (10 s) or a handshake timeout (10 s), then the re-run. A request that
+	// still got no attested outcome is decided TIMEOUT by the client once it
+	// held it for the request TTL; two minutes keeps that inside the test's
+	// wait for the answers.
 	pc.clientTTL = 2 * time.Minute
 	clients := map[string]*client.Client{"svcA": pc.client(url, "svcA", reconnect...), "svcB": pc.client(url, "svcB", reconnect...)}
 	if _, err := clients["svcA"].KeygenAndWait(ctx, client.KeygenParams{WalletID: "chaos"}); err != nil {
 		t.Fatalf("keygen: %v", err)
 	}
-	run := &chaosRun{sent: map[string]string{}, results: map[string][]protocol.Result{}}
+	run := &chaosRun{sent: map[string]string{}, sentAt: map[string]time.Time{}, latency: map[string]time.Duration{}, results: map[string][]protocol.Result{}}
 	for name, cl := range clients {
 		if err := cl.OnSignResult(func(res protocol.Result) { run.record(name, res) }); err != nil {
 			t.Fatal(err)
@@ -204,6 +212,7 @@ func runChaos(t *testing.T, pc *procCluster, url string, perClient int, atThird,
 				}
 				run.mu.Lock()
 				run.sent[p.RequestID] = name
+				run.sentAt[p.RequestID] = time.Now()
 				run.mu.Unlock()
 				// Submit until JetStream has it (the same request ID makes a
 				// retry idempotent), through the NATS restart.
@@ -281,39 +290,41 @@ func runChaos(t *testing.T, pc *procCluster, url string, perClient int, atThird,
 		}
 	}
 	misrouted := run.misrouted
+	// Which requests were re-run: those with a plan on MPC_ATTEMPTS.
+	reran := chaosReran(t, ctx, url, run)
+	var plainLat, rerunLat []time.Duration
+	for id, d := range run.latency {
+		if reran[id] {
+			rerunLat = append(rerunLat, d)
+		} else {
+			plainLat = append(plainLat, d)
+		}
+	}
 	run.mu.Unlock()
 	var cs []string
 	for c, n := range codes {
 		cs = append(cs, fmt.Sprintf("%s=%d", c, n))
 	}
 	sort.Strings(cs)
-	t.Logf("chaos: sent %d, succeeded %d, failed %v, lost %d, misrouted %d, duplicated %d, submissions retried through the NATS outage %d",
-		total, ok, cs, lost, misrouted, dup, run.retries.Load())
+	t.Logf("chaos: sent %d, succeeded %d (%.1f%%), failed %v, lost %d, misrouted %d, duplicated %d, re-run %d, submissions retried through the NATS outage %d",
+		total, ok, 100*float64(ok)/float64(total), cs, lost, misrouted, dup, len(reran), run.retries.Load())
+	t.Logf("chaos: decision latency median %s without a re-run (%d), %s with one (%d)",
+		medianDur(plainLat), len(plainLat), medianDur(rerunLat), len(rerunLat))
 	if lost != 0 || misrouted != 0 || dup != 0 {
 		t.Fatalf("lost %d, misrouted %d, duplicated %d", lost, misrouted, dup)
 	}
+	if 100*ok < 99*total {
+		t.Fatalf("succeeded %d of %d: below 99%%", ok, total)
+	}
 
-	// The restarted node caught up and signs: stop node0 so that node1 must take part.
+	// The restarted node caught up and signs: stop node0 so that node1 must
+	// take part. Until the readiness TTL drops node0 a request may still
+	// choose it: its peer then re-runs the request without it.
 	_ = pc.nodes["node0"].cmd.Process.Kill()
 	_ = pc.nodes["node0"].cmd.Wait()
-	var err error
-	for attempt := 1; attempt <= 5; attempt++ {
-		// Until the readiness TTL drops node0, a request may choose it: the
-		// other chosen signer then fails alone, one error is not an
-		// attested outcome, and the attempt ends at its own deadline as a
-		// TIMEOUT (the client's decision). A new attempt chooses again.
-		actx, acancel := context.WithTimeout(ctx, 30*time.Second)
-		_, err = clients["svcB"].SignAndWait(actx, client.SignParams{WalletID: "chaos", KeyType: protocol.KeyTypeEd25519, TxID: "after", Tx: []byte("after")})
-		acancel()
-		if err == nil {
-			break
-		}
-		var re *client.ResultError
-		if !errors.As(err, &re) || (re.Code != protocol.CodeNodesNotReady && re.Code != protocol.CodeTimeout) {
-			break
-		}
-		time.Sleep(time.Second) // readiness views settling after the kill
-	}
+	actx, acancel := context.WithTimeout(ctx, 90*time.Second)
+	_, err := clients["svcB"].SignAndWait(actx, client.SignParams{WalletID: "chaos", KeyType: protocol.KeyTypeEd25519, TxID: "after", Tx: []byte("after")})
+	acancel()
 	if err != nil {
 		t.Fatalf("sign with node1 and node2 after the chaos: %v", err)
 	}
@@ -356,6 +367,49 @@ func checkShares(t *testing.T, ctx context.Context, pc *procCluster, id string) 
 		}
 		secret.Zero(pt)
 	}
+}
+
+// chaosReran returns the requests of run that have a re-run plan on
+// MPC_ATTEMPTS (run.mu held).
+func chaosReran(t *testing.T, ctx context.Context, url string, run *chaosRun) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Logf("chaos: re-runs not counted: %v", err)
+		return out
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Logf("chaos: re-runs not counted: %v", err)
+		return out
+	}
+	st, err := js.Stream(ctx, routing.AttemptStream)
+	if err != nil {
+		t.Logf("chaos: re-runs not counted: %v", err)
+		return out
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(">"))
+	if err != nil {
+		t.Logf("chaos: re-runs not counted: %v", err)
+		return out
+	}
+	for id, cl := range run.sent {
+		if info.State.Subjects[routing.AttemptSubject(cl, id)] > 0 {
+			out[id] = true
+		}
+	}
+	return out
+}
+
+func medianDur(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2].Round(time.Millisecond)
 }
 
 func mustRead(t *testing.T, path string) []byte {

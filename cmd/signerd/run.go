@@ -85,7 +85,7 @@ line), its store, its peers' identity keys and the client policy.`,
 			}
 			n, err := node.New(ctx, node.Config{
 				NodeID: cfg.NodeID, Committee: committee, Signers: cfg.Threshold, Peers: peers, Policy: pol,
-				SignTimeout: cfg.SignTimeout, KeygenTimeout: cfg.KeygenTimeout, DrainTimeout: cfg.DrainTimeout,
+				SignTimeout: cfg.SignTimeout, StallTimeout: cfg.StallTimeout, KeygenTimeout: cfg.KeygenTimeout, DrainTimeout: cfg.DrainTimeout,
 				Streams: routing.StreamOptions{Replicas: cfg.NATS.Replicas}, Ready: routing.ReadyOptions{Replicas: cfg.NATS.Replicas},
 				Metrics: m, Logger: log,
 			}, nc, backend, st)

@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"time"
 
 	"github.com/bnb-chain/tss-lib/v3/tss"
 )
@@ -140,6 +141,11 @@ type Session struct {
 	Self      string
 	Parties   []string
 	Threshold int
+	// Stall, when positive, ends the ceremony with a *StalledError once no
+	// message has arrived for this long while its party waits for peers
+	// (signing: the node then re-runs the request without them). Zero: only
+	// ctx bounds the wait.
+	Stall time.Duration
 }
 
 // params builds fresh PartyIDs and the tss parameters, with each party at

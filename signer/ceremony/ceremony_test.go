@@ -8,7 +8,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -190,4 +192,48 @@ func randBytes(n int) []byte {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return b
+}
+
+// A signer that never answers stalls the session: with Session.Stall set,
+// the ceremony ends long before its deadline with a *StalledError naming
+// the silent node; without it, only the deadline ends it.
+func TestStallNamesTheSilentSigner(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ids := nodes(3)
+	net := ceremony.NewMemNetwork(ids)
+	keys := each(t, ids, func(i int, id string) (*eddsakeygen.LocalPartySaveData, error) {
+		return ceremony.KeygenEdDSA(ctx, ceremony.Session{ID: "stall-kg", Self: id, Parties: ids, Threshold: 1}, net.Transport(id))
+	})
+	signers := []string{"node0", "node1"}
+	for _, tc := range []struct {
+		name  string
+		stall time.Duration
+		want  error
+	}{
+		{"stall set", 300 * time.Millisecond, ceremony.ErrStalled},
+		{"no stall", 0, context.DeadlineExceeded},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sctx, scancel := context.WithTimeout(ctx, 3*time.Second)
+			defer scancel()
+			net := ceremony.NewMemNetwork(signers)
+			start := time.Now()
+			// Only node0 runs: node1 is silent.
+			_, err := ceremony.SignEdDSA(sctx, ceremony.Session{ID: "stall-" + tc.name, Self: "node0", Parties: signers, Threshold: 1, Stall: tc.stall},
+				*keys[0], []byte("msg"), net.Transport("node0"))
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+			var se *ceremony.StalledError
+			if tc.stall > 0 {
+				if !errors.As(err, &se) || !slices.Equal(se.Waiting, []string{"node1"}) {
+					t.Fatalf("stalled error %v does not name node1 alone", err)
+				}
+				if d := time.Since(start); d > 2*time.Second {
+					t.Fatalf("stall noticed after %s, want about %s", d, tc.stall)
+				}
+			}
+		})
+	}
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bnb-chain/tss-lib/v3/tss"
@@ -116,7 +118,12 @@ func checkParams[T any](ctx context.Context, sessionID string, locals []*local[T
 // echoAwait the result is returned only once every peer's final echo
 // arrived. A ceremony that fails sends an abort echo (finish, failed); a
 // peer's abort echo fails this node's ceremony too.
-func drive[T any](ctx context.Context, ec *echoes, tr Transport, rt router, locals []*local[T]) (T, error) {
+//
+// stall > 0 bounds how long the run may go without an inbound message while
+// a party waits for peers: then it ends with a *StalledError naming the
+// nodes the parties wait for (a peer that died, or messages lost to a NATS
+// restart), instead of waiting out ctx's deadline.
+func drive[T any](ctx context.Context, ec *echoes, tr Transport, rt router, locals []*local[T], stall time.Duration) (T, error) {
 	var zero T
 	if err := checkParams(ctx, ec.session, locals); err != nil {
 		return zero, err
@@ -127,7 +134,9 @@ func drive[T any](ctx context.Context, ec *echoes, tr Transport, rt router, loca
 	dctx, dcancel := context.WithCancel(parent) // the inbound dispatcher: it outlives the run for the echoes
 	defer dcancel()
 	errc := make(chan error, 1) // the first send or update error
-	eqc := make(chan error, 1)  // the first equivocation found
+	var lastIn atomic.Int64     // unix nanoseconds of the last inbound message dispatched
+	lastIn.Store(time.Now().UnixNano())
+	eqc := make(chan error, 1) // the first equivocation found
 	first := func(c chan error, err error) {
 		select {
 		case c <- err:
@@ -278,6 +287,7 @@ func drive[T any](ctx context.Context, ec *echoes, tr Transport, rt router, loca
 						_ = deliver(ctx, l.role, delivery{from: from, bc: m.Broadcast, wire: env.wire})
 					}
 				}
+				lastIn.Store(time.Now().UnixNano())
 			}
 		}
 	}()
@@ -300,8 +310,26 @@ func drive[T any](ctx context.Context, ec *echoes, tr Transport, rt router, loca
 	}
 	var res T
 	var err error
+	var stallC <-chan time.Time
+	if stall > 0 {
+		tick := time.NewTicker(max(stall/8, 10*time.Millisecond))
+		defer tick.Stop()
+		stallC = tick.C
+	}
+	quiet := func() bool { return time.Since(time.Unix(0, lastIn.Load())) >= stall }
 	for pending := len(locals); pending > 0 && err == nil; {
 		select {
+		case <-stallC:
+			if !quiet() {
+				continue
+			}
+			// WaitingFor takes the party's lock: while a round computes it
+			// waits for it, and a message that arrived meanwhile is progress.
+			waiting := waitingFor(locals)
+			if len(waiting) == 0 || !quiet() {
+				continue
+			}
+			err = &StalledError{Waiting: waiting, After: stall}
 		case e := <-ends:
 			pending--
 			if e.l.result {
@@ -426,7 +454,7 @@ func runParty[T any](ctx context.Context, s Session, ps *parties, p *tss.Paramet
 			peers = append(peers, id.Id)
 		}
 	}
-	return drive(ctx, newEchoes(s.ID, s.Self, peers, mode), tr, directRouter{ps}, []*local[T]{l})
+	return drive(ctx, newEchoes(s.ID, s.Self, peers, mode), tr, directRouter{ps}, []*local[T]{l}, s.Stall)
 }
 
 // directRouter routes a keygen or signing party: PartyID.Id is the node ID.
@@ -494,4 +522,41 @@ func newPartySafe(mk func() tss.Party) (p tss.Party, err error) {
 		}
 	}()
 	return mk(), nil
+}
+
+// StalledError ends a ceremony in which no message arrived for After while
+// its parties waited for the nodes Waiting (sorted): they died, or their
+// messages were lost (a NATS server restart). Signing sessions set
+// Session.Stall; the node re-runs the request without them.
+type StalledError struct {
+	Waiting []string
+	After   time.Duration
+}
+
+func (e *StalledError) Error() string {
+	return fmt.Sprintf("ceremony: no message for %s while waiting for %v", e.After, e.Waiting)
+}
+
+// Unwrap returns ErrStalled.
+func (e *StalledError) Unwrap() error { return ErrStalled }
+
+// ErrStalled: see StalledError.
+var ErrStalled = errors.New("ceremony: stalled")
+
+// waitingFor returns the nodes the locals' parties wait for, sorted, without
+// duplicates.
+func waitingFor[T any](locals []*local[T]) []string {
+	var out []string
+	for _, l := range locals {
+		if l.party == nil {
+			continue
+		}
+		for _, id := range l.party.WaitingFor() {
+			if id != nil && !slices.Contains(out, id.Id) {
+				out = append(out, id.Id)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
 }

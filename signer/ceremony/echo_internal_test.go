@@ -182,7 +182,7 @@ func TestDriveRefusesPartyWithoutNonce(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		_, err := drive(context.Background(), newEchoes(s.ID, s.Self, []string{"node1", "node2"}, echoAwait), nil, directRouter{ps}, []*local[*eddsakeygen.LocalPartySaveData]{l})
+		_, err := drive(context.Background(), newEchoes(s.ID, s.Self, []string{"node1", "node2"}, echoAwait), nil, directRouter{ps}, []*local[*eddsakeygen.LocalPartySaveData]{l}, 0)
 		if !errors.Is(err, ErrBadParameters) || l.party.Running() {
 			t.Errorf("%s: %v, want ErrBadParameters before the party starts", name, err)
 		}

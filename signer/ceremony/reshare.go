@@ -160,7 +160,7 @@ func reshare[K any](ctx context.Context, s ReshareSession, kind reshareKind[K], 
 		}
 		locals = append(locals, l)
 	}
-	res, err := drive(ctx, newEchoes(s.ID, s.Self, s.peers(), echoAwait), tr, reshareRouter{self: s.Self, rp: rp}, locals)
+	res, err := drive(ctx, newEchoes(s.ID, s.Self, s.peers(), echoAwait), tr, reshareRouter{self: s.Self, rp: rp}, locals, 0)
 	if err != nil || res == nil {
 		return nil, err
 	}

@@ -89,6 +89,44 @@ func Signers(requestID string, committee []string, ready map[string]bool, t int)
 	return out, nil
 }
 
+// Rerun picks the t+1 signers of attempt (1 and up) of requestID, after
+// an attempt failed for want of the excluded nodes: committee members not
+// excluded, the ready ones first, each group ordered by the hex SHA-256 of
+// requestID#attempt|member, returned sorted. Fewer than t+1 members left
+// is ErrNotReady. The node that plans the attempt calls it; the others
+// follow its plan, so their readiness views need not agree.
+func Rerun(requestID string, attempt int, committee, excluded []string, ready map[string]bool, t int) ([]string, error) {
+	if t < 0 {
+		return nil, fmt.Errorf("committee: threshold %d is negative", t)
+	}
+	salt := fmt.Sprintf("%s#%d|", requestID, attempt)
+	score := map[string]string{}
+	var cands []string
+	for _, c := range committee {
+		if slices.Contains(excluded, c) {
+			continue
+		}
+		h := sha256.Sum256([]byte(salt + c))
+		score[c] = hex.EncodeToString(h[:])
+		cands = append(cands, c)
+	}
+	if len(cands) < t+1 {
+		return nil, broken(ErrNotReady, "fewer than %d committee members are left after excluding %v", t+1, excluded)
+	}
+	slices.SortFunc(cands, func(a, b string) int {
+		if ready[a] != ready[b] {
+			if ready[a] {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(score[a], score[b])
+	})
+	out := slices.Clip(cands[:t+1])
+	slices.Sort(out)
+	return out, nil
+}
+
 // ReshareParticipants returns the nodes that join a reshare to newCommittee:
 // every cluster member that is ready, and self, in cluster order. Every node
 // of the cluster computes this set alone, so that a node new to the wallet

@@ -2,6 +2,7 @@ package committee
 
 import (
 	"errors"
+	"fmt"
 	"math/big"
 	"slices"
 	"testing"
@@ -243,5 +244,73 @@ func TestPlanReshare(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestRerun(t *testing.T) {
+	all := []string{"node0", "node1", "node2", "node3", "node4"}
+	allReady := map[string]bool{"node0": true, "node1": true, "node2": true, "node3": true, "node4": true}
+	for _, tc := range []struct {
+		name      string
+		committee []string
+		excluded  []string
+		ready     map[string]bool
+		t         int
+		wantErr   error
+		check     func(t *testing.T, got []string)
+	}{
+		{name: "excluded left out", committee: all, excluded: []string{"node1", "node3"}, ready: allReady, t: 2,
+			check: func(t *testing.T, got []string) {
+				if !slices.Equal(got, []string{"node0", "node2", "node4"}) {
+					t.Fatalf("got %v", got)
+				}
+			}},
+		{name: "ready first", committee: all, excluded: []string{"node0"}, ready: map[string]bool{"node3": true, "node4": true}, t: 1,
+			check: func(t *testing.T, got []string) {
+				if !slices.Equal(got, []string{"node3", "node4"}) {
+					t.Fatalf("got %v", got)
+				}
+			}},
+		{name: "not ready fill in", committee: all[:3], excluded: []string{"node0"}, ready: map[string]bool{"node1": true}, t: 1,
+			check: func(t *testing.T, got []string) {
+				if !slices.Equal(got, []string{"node1", "node2"}) {
+					t.Fatalf("got %v", got)
+				}
+			}},
+		{name: "too few left", committee: all[:3], excluded: []string{"node0", "node1"}, ready: allReady, t: 1, wantErr: ErrNotReady},
+		{name: "negative threshold", committee: all, ready: allReady, t: -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Rerun("req-1", 1, tc.committee, tc.excluded, tc.ready, tc.t)
+			if tc.check == nil {
+				if err == nil || (tc.wantErr != nil && !errors.Is(err, tc.wantErr)) {
+					t.Fatalf("err = %v, want %v", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, got)
+			again, _ := Rerun("req-1", 1, tc.committee, tc.excluded, tc.ready, tc.t)
+			if !slices.Equal(got, again) {
+				t.Fatalf("not deterministic: %v then %v", got, again)
+			}
+		})
+	}
+	// Another attempt number orders the members anew: over many requests
+	// every non-excluded member gets chosen.
+	seen := map[string]bool{}
+	for i := range 40 {
+		got, err := Rerun(fmt.Sprintf("req-%d", i), 1+i%3, all, []string{"node2"}, allReady, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range got {
+			seen[id] = true
+		}
+	}
+	if len(seen) != 4 || seen["node2"] {
+		t.Fatalf("members chosen over 40 requests: %v", seen)
 	}
 }

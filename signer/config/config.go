@@ -33,6 +33,7 @@ type Config struct {
 	Peers         map[string]string `yaml:"peers"`     // node ID -> PEM identity public key
 	PolicyFile    string            `yaml:"policy_file"`
 	SignTimeout   time.Duration     `yaml:"sign_timeout"`
+	StallTimeout  time.Duration     `yaml:"stall_timeout"` // a signing attempt without a message this long is re-run elsewhere
 	KeygenTimeout time.Duration     `yaml:"keygen_timeout"`
 	DrainTimeout  time.Duration     `yaml:"drain_timeout"` // graceful stop: how long running sessions may take
 }

@@ -80,11 +80,18 @@ func startWith(t *testing.T, n, th int, keys map[string]clientKey, uriFor func(n
 // startWithPolicy is startWith with a client policy of the caller's.
 func startWithPolicy(t *testing.T, n, th int, pol *policy.Policy, uriFor func(nodeID string) string) *devcluster.Cluster {
 	t.Helper()
+	return startWithOptions(t, n, th, pol, uriFor, nil)
+}
+
+// startWithOptions is startWithPolicy with the cluster options adjusted by
+// adjust (when not nil) before the cluster starts.
+func startWithOptions(t *testing.T, n, th int, pol *policy.Policy, uriFor func(nodeID string) string, adjust func(*devcluster.Options)) *devcluster.Cluster {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var mu sync.Mutex
 	uris := map[string]string{}
-	c, err := devcluster.Start(ctx, devcluster.Options{
+	o := devcluster.Options{
 		Dir: t.TempDir(), Nodes: n, Signers: config.SignersFromTSS(th),
 		TokenURI: func(id string) (string, error) {
 			mu.Lock()
@@ -98,7 +105,11 @@ func startWithPolicy(t *testing.T, n, th int, pol *policy.Policy, uriFor func(no
 		TestPreParams: fixtures.PreParams(t),
 		SignTimeout:   90 * time.Second,
 		KeygenTimeout: 4 * time.Minute,
-	})
+	}
+	if adjust != nil {
+		adjust(&o)
+	}
+	c, err := devcluster.Start(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -244,6 +244,25 @@ func (c *Cluster) StopNode(id string) {
 	m.node = nil
 }
 
+// CrashNode stops one node as a crash (SIGKILL) would: its NATS connection
+// drops first, so it publishes nothing more and its readiness entry stays
+// until the TTL expires (peers keep choosing it until then); then its
+// sessions are cancelled at once and its store closed. RestartNode starts
+// it again.
+func (c *Cluster) CrashNode(id string) {
+	c.mu.Lock()
+	m := c.members[id]
+	c.mu.Unlock()
+	if m == nil || m.node == nil {
+		return
+	}
+	m.nc.Close()
+	m.cancel()
+	<-m.done
+	_ = m.store.Close()
+	m.node = nil
+}
+
 // RestartNode starts a stopped node again.
 func (c *Cluster) RestartNode(ctx context.Context, id string) error {
 	if err := c.startNode(ctx, id); err != nil {

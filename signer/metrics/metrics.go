@@ -38,10 +38,17 @@ const OutcomeSuccess = "success"
 // neither a success nor a failure.
 const OutcomeNotParticipant = "not_participant"
 
+// OutcomeRerun is the outcome of an attempt of a sign request that failed
+// for want of a peer and was handed to a re-run on another committee (a
+// plan on MPC_ATTEMPTS): neither a success nor a failure; the re-run's own
+// outcome is counted when it finishes.
+const OutcomeRerun = "rerun"
+
 // Metrics of one node.
 type Metrics struct {
 	accepted, rejected, unauthenticated atomic.Int64
 	succeeded, failed                   atomic.Int64
+	plans, reruns                       atomic.Int64
 
 	dropsMu  sync.Mutex
 	drops    map[string]int64
@@ -60,6 +67,8 @@ type exported struct {
 	hsmErrors *prometheus.CounterVec
 	dropped   *prometheus.CounterVec
 	sessions  prometheus.Gauge
+	plans     prometheus.Counter
+	reruns    prometheus.Counter
 }
 
 // Snapshot is a copy of the counters.
@@ -71,7 +80,11 @@ type Snapshot struct {
 	// Failed counts accepted requests whose result is an error; requests
 	// this node stayed out of (OutcomeNotParticipant) count as neither.
 	Failed int64
-	Drops  map[string]int64 // round messages dropped before tss-lib, by reason
+	// Plans counts the re-run plans this node published (an attempt of a
+	// sign request failed for want of a peer); Reruns the re-run attempts
+	// it took part in.
+	Plans, Reruns int64
+	Drops         map[string]int64 // round messages dropped before tss-lib, by reason
 	// RequestDrops counts requests dropped without an answer, by outcome
 	// (dropped_subject, dropped_malformed, dropped_subject_mismatch,
 	// dropped_unauthenticated).
@@ -93,7 +106,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"op", "outcome"}),
 		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "signer_requests_finished_total",
-			Help: "Accepted requests this node finished, by operation and outcome (success, not_participant when it stayed out, or the error code of its result).",
+			Help: "Accepted requests this node finished, by operation and outcome (success, not_participant when it stayed out, rerun when a signing attempt was handed to a re-run, or the error code of its result).",
 		}, []string{"op", "outcome"}),
 		ceremony: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "signer_ceremonies_total",
@@ -121,8 +134,16 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "signer_sessions_active",
 			Help: "Ceremony sessions running on this node.",
 		}),
+		plans: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "signer_rerun_plans_total",
+			Help: "Re-run plans this node published on MPC_ATTEMPTS (a signing attempt failed for want of a peer).",
+		}),
+		reruns: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "signer_rerun_attempts_total",
+			Help: "Re-run signing attempts (attempt 1 and later) this node took part in.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{p.requests, p.finished, p.ceremony, p.latency, p.hsmOps, p.hsmErrors, p.dropped, p.sessions} {
+	for _, c := range []prometheus.Collector{p.requests, p.finished, p.ceremony, p.latency, p.hsmOps, p.hsmErrors, p.dropped, p.sessions, p.plans, p.reruns} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -142,7 +163,7 @@ func (m *Metrics) Snapshot() Snapshot {
 	m.dropsMu.Unlock()
 	return Snapshot{
 		Accepted: m.accepted.Load(), Rejected: m.rejected.Load(), InvalidSignature: m.unauthenticated.Load(),
-		Succeeded: m.succeeded.Load(), Failed: m.failed.Load(), Drops: drops,
+		Succeeded: m.succeeded.Load(), Failed: m.failed.Load(), Plans: m.plans.Load(), Reruns: m.reruns.Load(), Drops: drops,
 		RequestDrops: reqDrops,
 	}
 }
@@ -199,7 +220,7 @@ func (m *Metrics) Finished(op, outcome string) {
 	switch outcome {
 	case OutcomeSuccess:
 		m.succeeded.Add(1)
-	case OutcomeNotParticipant:
+	case OutcomeNotParticipant, OutcomeRerun:
 	default:
 		m.failed.Add(1)
 	}
@@ -222,6 +243,26 @@ func (m *Metrics) SessionStarted(op, keyType string) func(outcome string) {
 		p.sessions.Dec()
 		p.ceremony.WithLabelValues(op, keyType, outcome).Inc()
 		p.latency.WithLabelValues(op, keyType).Observe(time.Since(start).Seconds())
+	}
+}
+
+// Planned counts a re-run plan this node published.
+func (m *Metrics) Planned() {
+	if m != nil {
+		m.plans.Add(1)
+		if m.prom != nil {
+			m.prom.plans.Inc()
+		}
+	}
+}
+
+// Rerun counts a re-run attempt this node takes part in.
+func (m *Metrics) Rerun() {
+	if m != nil {
+		m.reruns.Add(1)
+		if m.prom != nil {
+			m.prom.reruns.Inc()
+		}
 	}
 }
 

@@ -111,6 +111,15 @@ func (n *Node) handle(ctx context.Context, m jetstream.Msg, claim *keygenClaim) 
 		n.reject(ctx, res, until, "expired")
 		return
 	}
+	// One handler per request on this node: a message redelivered while
+	// its first delivery still runs (a keygen longer than the ack wait) is
+	// left to that one.
+	hk := boardKey(env.ClientID, env.RequestID)
+	if _, busy := n.handling.LoadOrStore(hk, struct{}{}); busy {
+		n.log.Debug("request already being handled here; redelivery ignored", "request_id", env.RequestID, "client_id", env.ClientID)
+		return
+	}
+	defer n.handling.Delete(hk)
 	fresh, prev, err := n.st.JournalBegin(store.JournalEntry{
 		RequestID: env.RequestID, ClientID: env.ClientID, Op: op, WalletID: subjWallet, State: "accepted",
 		At: time.Now().UTC(), ExpiresAt: env.Expires(),
@@ -120,13 +129,17 @@ func (n *Node) handle(ctx context.Context, m jetstream.Msg, claim *keygenClaim) 
 		n.reject(ctx, res, until, "journal")
 		return
 	}
+	if !fresh && prev.State == "accepted" {
+		// Redelivered after this node stopped mid-request (no handler of
+		// it runs here): run it again.
+		// A sign request joins its newest planned attempt (its peers
+		// re-ran it without this node if they could); a keygen whose keys
+		// were stored publishes its success from the store; anything else
+		// runs and answers as it can.
+		n.log.Info("request redelivered after a restart; running it again", "request_id", env.RequestID, "client_id", env.ClientID, "op", op)
+		fresh = true
+	}
 	if !fresh {
-		if prev.State == "accepted" {
-			// Redelivered after a crash mid-session: the session is gone and
-			// its peers answered the client.
-			n.log.Info("request redelivered after restart; not rerun", "request_id", env.RequestID, "client_id", env.ClientID)
-			return
-		}
 		res.SetError(protocol.CodeReplayed, "request_id "+env.RequestID+" was already processed")
 		n.publish(ctx, res, until)
 		n.m.Request(op, res.ErrorCode)
@@ -145,8 +158,8 @@ func (n *Node) handle(ctx context.Context, m jetstream.Msg, claim *keygenClaim) 
 		out = failed(res, protocol.CodeBadRequest, "operation "+op+" is not supported by this node yet")
 	}
 	n.m.Finished(op, out.label())
-	if out.kind == outcomeNotParticipant {
-		if err := n.st.JournalFinish(env.ClientID, env.RequestID, "done", metrics.OutcomeNotParticipant); err != nil {
+	if out.kind == outcomeNotParticipant || out.kind == outcomeRerun {
+		if err := n.st.JournalFinish(env.ClientID, env.RequestID, "done", out.label()); err != nil {
 			n.log.Error("journal finish failed", "request_id", env.RequestID, "err", err)
 		}
 		return

@@ -61,6 +61,12 @@ type Config struct {
 	// died before the readiness TTL noticed). Default 10 s.
 	HandshakeTimeout time.Duration
 
+	// StallTimeout ends a signing attempt in which no message arrived for
+	// this long while the node waited for peers (one died mid-session, or
+	// a NATS restart lost messages); the request is then re-run on another
+	// committee. Default: HandshakeTimeout.
+	StallTimeout time.Duration
+
 	// DrainTimeout bounds a graceful stop: when Run's context ends the node
 	// takes no new request, and sessions still running get this long to
 	// finish before they are cancelled. Default 60 s.
@@ -91,6 +97,8 @@ type Node struct {
 	started  time.Time
 	sessions atomic.Int64 // requests being handled
 	inflight sync.Map     // walletID -> *keygenClaim: the newest keygen of the wallet not finished yet
+	board    *board       // open sign requests and their re-run plans
+	handling sync.Map     // clientID\x00requestID -> struct{}: requests being handled
 	running  sync.WaitGroup
 }
 
@@ -132,6 +140,9 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, backend hsm.Backend, st
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
 	}
+	if cfg.StallTimeout <= 0 {
+		cfg.StallTimeout = cfg.HandshakeTimeout
+	}
 	backend = cfg.Metrics.InstrumentBackend(backend)
 	id, err := backend.Identity(ctx)
 	if err != nil {
@@ -151,6 +162,7 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, backend hsm.Backend, st
 	return &Node{
 		cfg: cfg, nc: nc, js: js, st: st, sealer: hsm.NewSealer(backend), identity: id,
 		log: cfg.Logger.With("node", cfg.NodeID), m: m, isReady: make(chan struct{}), started: time.Now().UTC(),
+		board: newBoard(),
 	}, nil
 }
 
@@ -211,6 +223,13 @@ func (n *Node) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("node consumer: %w", err)
 	}
+	// Sessions run under workCtx, not ctx: a stop lets them finish (up to
+	// DrainTimeout) instead of cutting every ceremony at once.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	if err := n.watchAttempts(ctx, workCtx); err != nil {
+		return err
+	}
 	n.pruneJournalOnce()
 	go n.pruneJournal(ctx)
 	if err := routing.PutReady(ctx, kv, n.cfg.NodeID, nil); err != nil {
@@ -222,10 +241,6 @@ func (n *Node) Run(ctx context.Context) error {
 	if n.cfg.TestPreParams == nil {
 		go n.fillPool(ctx)
 	}
-	// Sessions run under workCtx, not ctx: a stop lets them finish (up to
-	// DrainTimeout) instead of cutting every ceremony at once.
-	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelWork()
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		n.running.Add(1)
 		// Messages arrive here in stream order, the same on every node: a
@@ -369,6 +384,7 @@ func (n *Node) pruneJournal(ctx context.Context) {
 			return
 		case <-t.C:
 			n.pruneJournalOnce()
+			n.board.prune(time.Now().Add(-n.cfg.ClockSkew))
 		}
 	}
 }

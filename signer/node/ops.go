@@ -32,6 +32,9 @@ func (n *Node) keygen(ctx context.Context, r *protocol.KeygenRequest, claim *key
 	if !claim.wait(ctx) {
 		return failedBy(ctx, res, fmt.Errorf("waiting for an earlier keygen of wallet %s: %w", r.WalletID, ctx.Err()))
 	}
+	if out, ok := n.keygenDone(r, res); ok {
+		return out
+	}
 	for _, kt := range protocol.DefaultKeyTypes() {
 		_, err := n.st.Newest(r.WalletID, kt)
 		if err == nil {
@@ -60,6 +63,26 @@ func (n *Node) keygen(ctx context.Context, r *protocol.KeygenRequest, claim *key
 		sc.FillPublicKey(res, pub)
 	}
 	return succeeded(res)
+}
+
+// keygenDone returns the success of keygen request r when this node
+// already stored every key it asked for under r's own request ID: it
+// restarted after the keygen and before publishing its result (the request
+// was redelivered with the journal still "accepted").
+func (n *Node) keygenDone(r *protocol.KeygenRequest, res *protocol.Result) (outcome, bool) {
+	for _, kt := range r.EffectiveKeyTypes() {
+		meta, err := n.st.Newest(r.WalletID, kt)
+		if err != nil || meta.Request != r.RequestID || meta.CreatedBy != r.ClientID || meta.Epoch != 1 {
+			return outcome{}, false
+		}
+		sc, err := ceremony.SchemeFor(kt)
+		if err != nil {
+			return outcome{}, false
+		}
+		sc.FillPublicKey(res, meta.PubKey)
+	}
+	n.log.Info("keygen result published from the store (the node restarted before publishing it)", "request_id", r.RequestID, "wallet", r.WalletID)
+	return succeeded(res), true
 }
 
 func (n *Node) keygenOne(ctx context.Context, sid string, r *protocol.KeygenRequest, sc ceremony.Scheme) (_ []byte, err error) {
@@ -101,6 +124,7 @@ func (n *Node) keygenOne(ctx context.Context, sid string, r *protocol.KeygenRequ
 	meta := store.WalletMeta{
 		WalletID: r.WalletID, KeyType: kt, Epoch: 1, Committee: n.cfg.Committee, Threshold: n.cfg.Signers.TSSThreshold(),
 		PubKey: pub, ChainCode: chain, CreatedAt: time.Now().UTC(), Status: store.StatusActive, CreatedBy: r.ClientID,
+		Request: r.RequestID,
 	}
 	if err := n.st.PutShare(meta, sealed); err != nil {
 		return nil, fmt.Errorf("store share: %w", err)
@@ -136,48 +160,46 @@ func (n *Node) sign(ctx context.Context, r *protocol.SigningRequest) outcome {
 	if err != nil {
 		return failed(res, protocol.CodeBadRequest, err.Error())
 	}
-	ready := n.readyNodes(ctx)
-	signers, err := committee.Signers(r.RequestID, meta.Committee, ready, meta.Threshold)
-	n.log.Debug("signers chosen", "request_id", r.RequestID, "signers", signers, "ready", ready)
+	o := n.board.open(r, sc, meta, sealed, deriv)
+	k, signers, err := n.firstAttempt(ctx, o)
 	if err != nil {
 		return brokeRule(res, err)
 	}
 	if !slices.Contains(signers, n.cfg.NodeID) {
-		n.observe(ctx, sessionID("sign", r.ClientID, r.RequestID), signers)
-		return notParticipant()
+		if k == 0 {
+			n.observe(ctx, attemptSession(r, 0), signers)
+		}
+		return notParticipant() // a plan naming this node later starts its attempt (attempts.go)
 	}
-	done := n.m.SessionStarted(protocol.OpSign, r.KeyType)
-	out := n.signAs(ctx, r, res, sc, meta, sealed, deriv, signers)
-	done(out.label())
-	return out
+	return n.runAttempt(ctx, o, k, signers)
 }
 
-// signAs runs this chosen signer's side of the signing ceremony.
-func (n *Node) signAs(ctx context.Context, r *protocol.SigningRequest, res *protocol.Result, sc ceremony.Scheme,
-	meta store.WalletMeta, sealed []byte, deriv *ceremony.Derivation, signers []string) outcome {
+// signAs runs this chosen signer's side of one attempt (session sid) of the
+// signing ceremony of o with signers. The error is the failure's cause.
+func (n *Node) signAs(ctx context.Context, o *openSign, res *protocol.Result, signers []string, sid string) (outcome, error) {
+	r, meta := o.r, o.meta
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.SignTimeout)
 	defer cancel()
-	pt, err := n.sealer.Open(ctx, sealed, shareBinding(n.cfg.NodeID, r.WalletID, r.KeyType, meta.Epoch))
+	pt, err := n.sealer.Open(ctx, o.sealed, shareBinding(n.cfg.NodeID, r.WalletID, r.KeyType, meta.Epoch))
 	if err != nil {
-		return failedBy(ctx, res, err)
+		return failedBy(ctx, res, err), err
 	}
 	defer secret.Zero(pt)
-	sid := sessionID("sign", r.ClientID, r.RequestID)
 	tr, err := n.openSession(ctx, sid, signers)
 	if err != nil {
-		return failedBy(ctx, res, err)
+		return failedBy(ctx, res, err), err
 	}
 	defer tr.Close()
-	s := ceremony.Session{ID: sid, Self: n.cfg.NodeID, Parties: signers, Threshold: meta.Threshold}
-	sig, err := sc.Sign(ctx, s, pt, r.Tx, deriv, tr)
+	s := ceremony.Session{ID: sid, Self: n.cfg.NodeID, Parties: signers, Threshold: meta.Threshold, Stall: n.cfg.StallTimeout}
+	sig, err := o.sc.Sign(ctx, s, pt, r.Tx, o.deriv, tr)
 	if err != nil {
-		return failedBy(ctx, res, err)
+		return failedBy(ctx, res, err), err
 	}
 	if err := sig.Fill(res); err != nil {
-		return failed(res, protocol.CodeInternal, err.Error())
+		return failed(res, protocol.CodeInternal, err.Error()), err
 	}
-	setSignPubKey(res, meta, deriv)
-	return succeeded(res)
+	setSignPubKey(res, meta, o.deriv)
+	return succeeded(res), nil
 }
 
 // observe listens, for a short while, on a session this node was not chosen

@@ -27,6 +27,7 @@ const (
 	outcomeSucceeded outcomeKind = iota + 1
 	outcomeFailed
 	outcomeNotParticipant
+	outcomeRerun
 )
 
 // succeeded is the outcome of a request whose result res is a success.
@@ -72,6 +73,10 @@ func refuseWallet(res *protocol.Result, clientID, walletID string) outcome {
 // a reshare moved to a committee without this node).
 func notParticipant() outcome { return outcome{kind: outcomeNotParticipant} }
 
+// rerun is the outcome of a sign attempt handed to a re-run on another
+// committee (attempts.go): nothing is published for it.
+func rerun() outcome { return outcome{kind: outcomeRerun} }
+
 // label is the outcome as the metrics count it: success, not_participant
 // or the result's error code.
 func (o outcome) label() string {
@@ -80,6 +85,8 @@ func (o outcome) label() string {
 		return metrics.OutcomeSuccess
 	case outcomeNotParticipant:
 		return metrics.OutcomeNotParticipant
+	case outcomeRerun:
+		return metrics.OutcomeRerun
 	default:
 		return o.res.ErrorCode
 	}
@@ -100,6 +107,8 @@ func errorCode(ctx context.Context, err error) (code, reason string) {
 		return protocol.CodeNodesNotReady, "the nodes disagreed on which of them are ready (one just stopped or started); retry the request: " + err.Error()
 	case errors.Is(err, ceremony.ErrBadShare):
 		return protocol.CodeHSMFailure, "sealed share does not decode"
+	case errors.Is(err, ceremony.ErrStalled):
+		return protocol.CodeNodesNotReady, "a chosen signer stopped answering mid-session and no committee without it was left: " + err.Error()
 	case errors.Is(err, ceremony.ErrEquivocation):
 		return protocol.CodePeerEquivocated, err.Error()
 	case errors.Is(err, ceremony.ErrParty):

@@ -126,6 +126,10 @@ type WalletMeta struct {
 	CreatedAt time.Time `json:"created_at"`
 	Status    string    `json:"status"` // active, pending, retired
 	CreatedBy string    `json:"created_by,omitempty"`
+	// Request is the request_id of the keygen that created the wallet (a
+	// node that restarts before publishing that keygen's result publishes
+	// it from the store).
+	Request string `json:"request,omitempty"`
 }
 
 // Share statuses.

@@ -806,6 +806,21 @@ func (s *Session) WaitReady(ctx context.Context) error {
 			}
 		}
 		s.mu.Unlock()
-		return fmt.Errorf("%w: no answer from %v: %w", ErrNotReady, missing, ctx.Err())
+		return &NotReadyError{Missing: missing, Err: ctx.Err()}
 	}
 }
+
+// NotReadyError is WaitReady's error when the handshake did not complete in
+// time: Missing are the participants that did not answer (sorted as the
+// participant list). It wraps ErrNotReady and the context's error.
+type NotReadyError struct {
+	Missing []string
+	Err     error
+}
+
+func (e *NotReadyError) Error() string {
+	return fmt.Sprintf("%v: no answer from %v: %v", ErrNotReady, e.Missing, e.Err)
+}
+
+// Unwrap returns ErrNotReady and the context's error.
+func (e *NotReadyError) Unwrap() []error { return []error{ErrNotReady, e.Err} }
