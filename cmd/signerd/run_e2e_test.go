@@ -209,6 +209,12 @@ func (pc *procCluster) start(n *runNode) {
 // dumpLogsOnFailure prints every node's log if the test failed.
 func (pc *procCluster) dumpLogsOnFailure() {
 	pc.t.Cleanup(func() {
+		if dir := os.Getenv("SIGNER_TEST_LOGS"); dir != "" { // keep every node's log, e.g. of a chaos run
+			for _, id := range pc.ids {
+				b, _ := os.ReadFile(filepath.Join(pc.dir, id+".log"))
+				_ = os.WriteFile(filepath.Join(dir, pc.t.Name()+"-"+id+".log"), b, 0o600)
+			}
+		}
 		if !pc.t.Failed() {
 			return
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hwsigner/signer/attest"
 	"github.com/hwsigner/signer/client"
 	"github.com/hwsigner/signer/internal/testhsm"
 	"github.com/hwsigner/signer/protocol"
@@ -202,5 +203,72 @@ func TestForgedPlanIgnored(t *testing.T) {
 		if s := c.Node(n).Stats(); s.Reruns != 0 || s.Plans != 0 {
 			t.Fatalf("%s re-ran the request (plans %d, re-runs %d): it followed a forged plan", n, s.Plans, s.Reruns)
 		}
+	}
+}
+
+// TestRestartResumesAcceptedRequest: node1, a chosen signer, crashes while
+// its session waits for the other chosen signer (node2, crashed too, still
+// in the readiness views), so no node planned a re-run and node0 was not
+// chosen. When node1 restarts it finds the request journalled "accepted",
+// reads it back from MPC_REQUESTS and runs it again at once (not when the
+// server redelivers it, 2 minutes later): its attempt finds node2 silent,
+// plans a re-run without it, and node0 and node1 sign.
+func TestRestartResumesAcceptedRequest(t *testing.T) {
+	keys := newKeys(t)
+	testhsm.Setup(t)
+	c := startWithOptions(t, 3, 1, policyFor(t, keys), func(string) string { return testhsm.Token(t, "node") },
+		func(o *devcluster.Options) { o.DrainTimeout = 500 * time.Millisecond })
+	cl := newClient(t, c, keys["svcA"])
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	kg, err := cl.KeygenAndWait(ctx, client.KeygenParams{WalletID: "w-resume", KeyTypes: []string{protocol.KeyTypeEd25519}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A request whose first signers are node1 and node2.
+	var id string
+	all := map[string]bool{"node0": true, "node1": true, "node2": true}
+	for i := 0; id == ""; i++ {
+		cand := fmt.Sprintf("resume-%d", i)
+		if s, _ := committee.Signers(cand, c.NodeIDs, all, 1); slices.Equal(s, []string{"node1", "node2"}) {
+			id = cand
+		}
+	}
+	decided := make(chan attest.Decision, 4)
+	if err := cl.OnSignDecision(func(d attest.Decision) {
+		if d.Result != nil && d.Result.RequestID == id {
+			decided <- d
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	c.CrashNode("node2")
+	n1 := c.Node("node1")
+	before := n1.Stats().Accepted
+	msg := []byte("resumed after a restart")
+	if _, err := cl.Sign(ctx, client.SignParams{WalletID: "w-resume", KeyType: protocol.KeyTypeEd25519, TxID: id, RequestID: id, Tx: msg}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return n1.Stats().Accepted > before })
+	c.CrashNode("node1") // mid-handshake: node2 never answers
+	restarted := time.Now()
+	if err := c.RestartNode(ctx, "node1"); err != nil {
+		t.Fatal(err)
+	}
+	var d attest.Decision
+	select {
+	case d = <-decided:
+	case <-time.After(60 * time.Second):
+		t.Fatal("request not decided within 60 s of node1's restart (the server redelivers it after 2 min)")
+	}
+	if d.Err != nil {
+		t.Fatalf("decided %v", d.Err)
+	}
+	if err := client.VerifySignResult(d.Result, mustHex(t, kg.EdDSAPubKey), msg); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("signed %s after node1's restart", time.Since(restarted).Round(time.Millisecond))
+	if s := c.Node("node1").Stats(); s.Plans == 0 {
+		t.Fatalf("node1 resumed without planning the re-run without node2 (stats %+v)", s)
 	}
 }

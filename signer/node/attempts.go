@@ -416,10 +416,10 @@ func (n *Node) onPlan(work context.Context, raw []byte) {
 		n.sessions.Add(1)
 		defer n.sessions.Add(-1)
 		out := n.runAttempt(work, o, p.Attempt, p.Signers)
-		n.m.Finished(protocol.OpSign, out.label())
-		if out.kind == outcomeRerun || out.kind == outcomeNotParticipant {
-			return
+		if out.kind == outcomeRerun || out.kind == outcomeNotParticipant || out.kind == outcomeFailed && work.Err() != nil {
+			return // handed on, or cut by the node's stop: its peers go on without it
 		}
+		n.m.Finished(protocol.OpSign, out.label())
 		state := "done"
 		if out.kind == outcomeFailed {
 			state = "failed"

@@ -41,24 +41,47 @@ func walletOf(req protocol.Request) string {
 	return ""
 }
 
-// handle processes one request message. It always acks: a request is
-// answered (or, when its sender cannot be authenticated, counted and dropped)
-// exactly once per node. claim is the request's place in its wallet's
-// keygen order (nil for anything but a verified keygen request).
-func (n *Node) handle(ctx context.Context, m jetstream.Msg, claim *keygenClaim) {
+// inbound is one request message: from the node's consumer, or read back
+// from MPC_REQUESTS at start (resume); seq is its stream sequence (0 when
+// unknown).
+type inbound struct {
+	subject string
+	data    []byte
+	seq     uint64
+}
+
+// inboundOf returns the request message m.
+func inboundOf(m jetstream.Msg) inbound {
+	in := inbound{subject: m.Subject(), data: m.Data()}
+	if md, err := m.Metadata(); err == nil {
+		in.seq = md.Sequence.Stream
+	}
+	return in
+}
+
+// handle processes one request message; the caller acks it afterwards: a
+// request is answered (or, when its sender cannot be authenticated, counted
+// and dropped) exactly once per node. claim is the request's place in its
+// wallet's keygen order (nil for anything but a verified keygen request).
+//
+// It returns false (do not ack) for a request cut by the node's stop (ctx
+// ended before it finished): its journal entry stays "accepted", nothing is
+// published, and the next start resumes it from the stream (which keeps it
+// until this node's consumer acks it).
+func (n *Node) handle(ctx context.Context, m inbound, claim *keygenClaim) (ack bool) {
+	ack = true
 	defer func() {
 		if r := recover(); r != nil {
 			n.log.Error("request handler panicked", "panic", fmt.Sprint(r))
 		}
-		_ = m.Ack()
 	}()
-	op, subjWallet, err := routing.ParseRequestSubject(m.Subject())
+	op, subjWallet, err := routing.ParseRequestSubject(m.subject)
 	if err != nil {
 		n.m.Request("unknown", "dropped_subject")
-		n.log.Warn("request on an unexpected subject dropped", "subject", m.Subject())
+		n.log.Warn("request on an unexpected subject dropped", "subject", m.subject)
 		return
 	}
-	raw := m.Data()
+	raw := m.data
 	req, derr := protocol.DecodeRequest(op, raw)
 	if req == nil {
 		n.m.Request(op, "dropped_malformed")
@@ -122,11 +145,18 @@ func (n *Node) handle(ctx context.Context, m jetstream.Msg, claim *keygenClaim) 
 	defer n.handling.Delete(hk)
 	fresh, prev, err := n.st.JournalBegin(store.JournalEntry{
 		RequestID: env.RequestID, ClientID: env.ClientID, Op: op, WalletID: subjWallet, State: "accepted",
-		At: time.Now().UTC(), ExpiresAt: env.Expires(),
+		At: time.Now().UTC(), ExpiresAt: env.Expires(), Seq: m.seq,
 	})
 	if err != nil {
 		res.SetError(protocol.CodeInternal, "request journal unavailable")
 		n.reject(ctx, res, until, "journal")
+		return
+	}
+	if !fresh && prev.State != "accepted" && m.seq != 0 && prev.Seq == m.seq {
+		// The same message again (the server redelivered it after this
+		// node read it back from the stream at start and finished it):
+		// already answered.
+		n.log.Debug("redelivery of a finished request ignored", "request_id", env.RequestID, "client_id", env.ClientID)
 		return
 	}
 	if !fresh && prev.State == "accepted" {
@@ -157,6 +187,10 @@ func (n *Node) handle(ctx context.Context, m jetstream.Msg, claim *keygenClaim) 
 	default:
 		out = failed(res, protocol.CodeBadRequest, "operation "+op+" is not supported by this node yet")
 	}
+	if out.kind == outcomeFailed && ctx.Err() != nil {
+		n.log.Warn("request cut by the node's stop; it resumes at the next start", "request_id", env.RequestID, "client_id", env.ClientID, "op", op)
+		return false
+	}
 	n.m.Finished(op, out.label())
 	if out.kind == outcomeNotParticipant || out.kind == outcomeRerun {
 		if err := n.st.JournalFinish(env.ClientID, env.RequestID, "done", out.label()); err != nil {
@@ -173,6 +207,7 @@ func (n *Node) handle(ctx context.Context, m jetstream.Msg, claim *keygenClaim) 
 	}
 	claim.release() // the wallet's shares are stored (or not): later requests need not wait for the publish
 	n.publish(ctx, out.res, until)
+	return true
 }
 
 func (n *Node) reject(ctx context.Context, res *protocol.Result, until time.Time, why string) {

@@ -241,21 +241,15 @@ func (n *Node) Run(ctx context.Context) error {
 	if n.cfg.TestPreParams == nil {
 		go n.fillPool(ctx)
 	}
+	n.resume(ctx, workCtx)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
-		n.running.Add(1)
 		// Messages arrive here in stream order, the same on every node: a
 		// verified keygen takes its place in its wallet's keygen order
 		// before its goroutine starts, so that every node lets the same
 		// keygen of a wallet run first, and a later sign request for the
 		// wallet waits for it instead of answering UNKNOWN_WALLET.
-		claim := n.claimKeygen(m)
-		go func() {
-			defer n.running.Done()
-			defer claim.release()
-			n.sessions.Add(1)
-			defer n.sessions.Add(-1)
-			n.handle(workCtx, m, claim)
-		}()
+		in := inboundOf(m)
+		n.start(workCtx, in, func() { _ = m.Ack() })
 	})
 	if err != nil {
 		return fmt.Errorf("consume: %w", err)
@@ -283,6 +277,64 @@ func (n *Node) Run(ctx context.Context) error {
 	return nil
 }
 
+// start claims in's place in its wallet's keygen order (in the caller's
+// goroutine: stream order) and handles it in a goroutine of its own, then
+// calls done (the ack) unless the node's stop cut it.
+func (n *Node) start(work context.Context, in inbound, done func()) {
+	n.running.Add(1)
+	claim := n.claimKeygen(in)
+	go func() {
+		defer n.running.Done()
+		defer claim.release()
+		n.sessions.Add(1)
+		defer n.sessions.Add(-1)
+		if n.handle(work, in, claim) {
+			done()
+		}
+	}()
+}
+
+// resume runs again, before new requests are consumed, the requests this
+// node was handling when it stopped (journal entries still "accepted" that
+// have not expired): each is read back from MPC_REQUESTS by its sequence (it
+// is still there: this node's consumer never acked it). The server later
+// redelivers the same message; handle then recognises it (same sequence)
+// and leaves it alone.
+func (n *Node) resume(ctx, work context.Context) {
+	entries, err := n.st.JournalAccepted(time.Now())
+	if err != nil {
+		n.log.Warn("journal: unfinished requests not resumed", "err", err)
+		return
+	}
+	if len(entries) == 0 {
+		return
+	}
+	st, err := n.js.Stream(ctx, routing.RequestStream)
+	if err != nil {
+		n.log.Warn("unfinished requests not resumed (they run when redelivered)", "count", len(entries), "err", err)
+		return
+	}
+	resumed := 0
+	for _, e := range entries {
+		if e.Seq == 0 {
+			continue // an entry from before sequences were journalled: redelivery runs it
+		}
+		gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		msg, err := st.GetMsg(gctx, e.Seq)
+		cancel()
+		if err != nil {
+			n.log.Warn("unfinished request not read back (it runs when redelivered)", "request_id", e.RequestID, "client_id", e.ClientID, "seq", e.Seq, "err", err)
+			continue
+		}
+		n.log.Info("resuming a request this node was handling when it stopped", "request_id", e.RequestID, "client_id", e.ClientID, "op", e.Op)
+		n.start(work, inbound{subject: msg.Subject, data: msg.Data, seq: msg.Sequence}, func() {})
+		resumed++
+	}
+	if resumed > 0 {
+		n.log.Info("unfinished requests resumed", "count", resumed)
+	}
+}
+
 // keygenClaim is a verified keygen request's place in the order of its
 // wallet's keygens on this node (the request stream's order, the same on
 // every node). A keygen runs only once the one before it has finished, and
@@ -301,12 +353,12 @@ type keygenClaim struct {
 // (a forged or unauthorized request claims nothing: handle answers or drops
 // it). It runs in the consumer's callback, in stream order: the checks are
 // the cheap ones handle repeats.
-func (n *Node) claimKeygen(m jetstream.Msg) *keygenClaim {
-	op, wallet, err := routing.ParseRequestSubject(m.Subject())
+func (n *Node) claimKeygen(m inbound) *keygenClaim {
+	op, wallet, err := routing.ParseRequestSubject(m.subject)
 	if err != nil || op != protocol.OpKeygen {
 		return nil
 	}
-	req, err := protocol.DecodeRequest(op, m.Data())
+	req, err := protocol.DecodeRequest(op, m.data)
 	if err != nil {
 		return nil
 	}
@@ -315,7 +367,7 @@ func (n *Node) claimKeygen(m jetstream.Msg) *keygenClaim {
 		return nil
 	}
 	pub, err := n.cfg.Policy.Authorize(r.KeyID, r.ClientID, op)
-	if err != nil || protocol.VerifyRequest(m.Data(), pub) != nil {
+	if err != nil || protocol.VerifyRequest(m.data, pub) != nil {
 		return nil
 	}
 	c := &keygenClaim{n: n, wallet: wallet, done: make(chan struct{})}

@@ -10,6 +10,7 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -524,6 +525,11 @@ type JournalEntry struct {
 	ResultCode string    `json:"result_code,omitempty"`
 	At         time.Time `json:"at"`
 	ExpiresAt  time.Time `json:"expires_at"`
+	// Seq is the request message's sequence in MPC_REQUESTS (0 in entries
+	// written before it was recorded): a node that restarts with the entry
+	// still "accepted" reads the request back from the stream, and tells a
+	// redelivery of the same message from a replay.
+	Seq uint64 `json:"seq,omitempty"`
 }
 
 // journalKey is the journal key of a request: its clientID, \x00, its
@@ -625,6 +631,24 @@ func (s *Store) JournalEntryOf(clientID, requestID string) (JournalEntry, error)
 		return json.Unmarshal(v, &e)
 	})
 	return e, err
+}
+
+// JournalAccepted returns the entries still "accepted" (this node stopped
+// while it handled them) whose request expires after t, in stream order
+// (Seq).
+func (s *Store) JournalAccepted(t time.Time) ([]JournalEntry, error) {
+	var out []JournalEntry
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bJournal).ForEach(func(_, v []byte) error {
+			var e JournalEntry
+			if json.Unmarshal(v, &e) == nil && e.State == "accepted" && e.ExpiresAt.After(t) {
+				out = append(out, e)
+			}
+			return nil
+		})
+	})
+	slices.SortFunc(out, func(a, b JournalEntry) int { return cmp.Compare(a.Seq, b.Seq) })
+	return out, err
 }
 
 // JournalPrune removes the entries (scoped or not) whose request expired
