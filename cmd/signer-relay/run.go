@@ -26,7 +26,7 @@ cred: sources, never from the config or the command line.`,
 			if err != nil {
 				return err
 			}
-			log := newLogger()
+			log := newLogger(cmd.ErrOrStderr())
 			r, err := relay.New(*cfg, log)
 			if err != nil {
 				return err
