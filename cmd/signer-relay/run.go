@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -33,12 +34,22 @@ cred: sources, never from the config or the command line.`,
 			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
+			// Requests' contexts end when the server shuts down: SSE
+			// streams and long polls return at once instead of holding
+			// Shutdown until its timeout (their clients resume from their
+			// cursor elsewhere).
+			reqCtx, endRequests := context.WithCancel(context.Background())
+			defer endRequests()
 			srv := &http.Server{
 				Handler:           r.Handler(),
 				ReadHeaderTimeout: 10 * time.Second,
 				IdleTimeout:       2 * time.Minute,
-				ErrorLog:          nil,
+				// The server's own errors (TLS handshakes, panics) go to
+				// the relay's structured log, not to a plain-text stderr.
+				ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+				BaseContext: func(net.Listener) context.Context { return reqCtx },
 			}
+			srv.RegisterOnShutdown(endRequests)
 			ln, err := net.Listen("tcp", cfg.Listen)
 			if err != nil {
 				return err
@@ -65,7 +76,10 @@ cred: sources, never from the config or the command line.`,
 			}
 			sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer scancel()
-			_ = srv.Shutdown(sctx)
+			if err := srv.Shutdown(sctx); err != nil {
+				log.Warn("HTTP shutdown incomplete; closing the remaining connections", "err", err)
+				_ = srv.Close()
+			}
 			if errors.Is(err, context.Canceled) {
 				return nil
 			}

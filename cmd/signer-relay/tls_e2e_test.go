@@ -9,6 +9,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -65,20 +66,32 @@ func (n *nodes) publish(t *testing.T, node string, res protocol.Result) {
 // TestRelayOverTLS runs `signer-relay run` with tls.cert_file/key_file (a
 // CA and server certificate made here): a backend trusting the CA gets a
 // verified delivery over https by SSE and by long polling; plain http to
-// the TLS port, and https without the CA, get nothing. With NATS over TLS
-// (nats.tls.ca_file, and cert_file/key_file for mutual TLS) against a NATS
-// server started with the same CA, the relay and `signer-relay dlq list`
-// work end to end too, while a connection without TLS (or without the
-// client certificate) is refused by the server.
+// the TLS port (logged in the relay's JSON log) and https without the CA
+// get nothing. With NATS over TLS (nats.tls.ca_file, plus cert_file and
+// key_file for mutual TLS) against a NATS server started with the same CA,
+// the relay and `signer-relay dlq list` work end to end too, while the
+// server refuses connections without TLS or without the client
+// certificate. A relay that cannot connect (it trusts another CA, or lacks
+// the client certificate) stays unready and logs why. Stopping the relay
+// ends an open SSE stream at once.
 func TestRelayOverTLS(t *testing.T) {
 	cases := []struct {
 		name     string
-		natsTLS  bool // the NATS server requires TLS; the relay has ca_file
-		natsMTLS bool // ...and client certificates; the relay has cert_file/key_file
+		natsTLS  bool   // the NATS server requires TLS
+		natsMTLS bool   // ...and a client certificate
+		relayCA  string // the relay's nats.tls.ca_file: "test", "other" (another CA) or "" (none)
+		relayMTL bool   // the relay has nats.tls.cert_file/key_file
+		// refused: the relay cannot connect; its log says this, /readyz
+		// stays 503.
+		refused string
 	}{
-		{"https, NATS plain", false, false},
-		{"https, NATS over TLS", true, false},
-		{"https, NATS mutual TLS", true, true},
+		{name: "https, NATS plain"},
+		{name: "https, NATS over TLS", natsTLS: true, relayCA: "test"},
+		{name: "https, NATS mutual TLS", natsTLS: true, natsMTLS: true, relayCA: "test", relayMTL: true},
+		{name: "NATS over TLS, the relay trusts another CA", natsTLS: true, relayCA: "other",
+			refused: "certificate signed by unknown authority"},
+		{name: "NATS mutual TLS, the relay has no client certificate", natsTLS: true, natsMTLS: true, relayCA: "test",
+			refused: "certificate required"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -86,18 +99,25 @@ func TestRelayOverTLS(t *testing.T) {
 			pki := newTestPKI(t, dir)
 			opts := &server.Options{}
 			var natsOpts []nats.Option
-			natsYAML := ""
 			if c.natsTLS {
 				opts.TLSConfig = &tls.Config{Certificates: []tls.Certificate{pki.Cert}, MinVersion: tls.VersionTLS12}
 				opts.TLSTimeout = deadline.Seconds()
 				natsOpts = append(natsOpts, nats.RootCAs(pki.CAFile))
-				natsYAML = "  tls:\n    ca_file: \"" + pki.CAFile + "\"\n"
 				if c.natsMTLS {
 					opts.TLSConfig.ClientCAs, opts.TLSConfig.ClientAuth = pki.Pool, tls.RequireAndVerifyClientCert
 					opts.TLSVerify = true
 					natsOpts = append(natsOpts, nats.ClientCert(pki.ClientCertFile, pki.ClientKey))
-					natsYAML += "    cert_file: \"" + pki.ClientCertFile + "\"\n    key_file: \"" + pki.ClientKey + "\"\n"
 				}
+			}
+			natsYAML := ""
+			switch c.relayCA {
+			case "test":
+				natsYAML = "  tls:\n    ca_file: \"" + pki.CAFile + "\"\n"
+			case "other":
+				natsYAML = "  tls:\n    ca_file: \"" + newTestPKI(t, t.TempDir()).CAFile + "\"\n"
+			}
+			if c.relayMTL {
+				natsYAML += "    cert_file: \"" + pki.ClientCertFile + "\"\n    key_file: \"" + pki.ClientKey + "\"\n"
 			}
 			srv := natstest.RunServerWithOptions(t, opts)
 			// nats:// and the tls section only: the ca_file alone must
@@ -134,10 +154,26 @@ func TestRelayOverTLS(t *testing.T) {
 				ForceAttemptHTTP2: true,
 			}}
 			t.Cleanup(hc.CloseIdleConnections)
+
+			if c.refused != "" {
+				rc := startRelayCmd(t, dir, config, nil, "")
+				waitLog(t, rc, "WARN", c.refused)
+				resp, err := hc.Get("https://" + rc.addr + "/readyz")
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(b), "NATS_UNAVAILABLE") {
+					t.Fatalf("/readyz of a relay that cannot connect to NATS: %d %s", resp.StatusCode, b)
+				}
+				return
+			}
 			rc := startRelayCmd(t, dir, config, hc, "https")
 			base := "https://" + rc.addr
 
-			// Plain http to the TLS port: no answer of the relay's.
+			// Plain http to the TLS port: no answer of the relay's, and a
+			// line in its JSON log.
 			if resp, err := http.Get("http://" + rc.addr + "/readyz"); err == nil {
 				b, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
@@ -145,6 +181,7 @@ func TestRelayOverTLS(t *testing.T) {
 					t.Fatalf("plain http to the TLS listener answered %d %s", resp.StatusCode, b)
 				}
 			}
+			waitLog(t, rc, "WARN", "client sent an HTTP request to an HTTPS server")
 			// https without the CA: the certificate is not trusted.
 			if resp, err := http.Get(base + "/readyz"); err == nil {
 				resp.Body.Close()
@@ -196,7 +233,6 @@ func TestRelayOverTLS(t *testing.T) {
 			case <-time.After(deadline):
 				t.Fatalf("no SSE event over https within %s", deadline)
 			}
-			stopSSE()
 			// Long polling over https: the same decision.
 			if it := waitResult(t, hc, base, token, rid, sim.pubs); !it.Result.Succeeded() {
 				t.Fatalf("long poll over https: %+v", it.Result)
@@ -224,6 +260,41 @@ func TestRelayOverTLS(t *testing.T) {
 					t.Error("no relay connection at the NATS server")
 				}
 			}
+			// Stopped, the relay ends the open SSE stream (its client
+			// resumes elsewhere with Last-Event-ID) rather than keeping it
+			// until the shutdown times out.
+			rc.stop()
+			select {
+			case _, open := <-events:
+				if open {
+					t.Fatal("an SSE event after the decision")
+				}
+			case <-time.After(deadline):
+				t.Fatalf("the SSE stream still open %s after the relay stopped", deadline)
+			}
+			if strings.Contains(rc.logs.String(), "HTTP shutdown incomplete") {
+				t.Fatal("the open SSE stream held the relay's shutdown until its timeout")
+			}
 		})
+	}
+}
+
+// waitLog waits until the relay has logged a JSON line of level with want
+// in it.
+func waitLog(t *testing.T, rc *relayCmd, level, want string) {
+	t.Helper()
+	for end := time.Now().Add(deadline); ; {
+		for line := range strings.Lines(rc.logs.String()) {
+			var l struct {
+				Level string `json:"level"`
+			}
+			if strings.Contains(line, want) && json.Unmarshal([]byte(line), &l) == nil && l.Level == level {
+				return
+			}
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the relay logged no %s line with %q within %s:\n%s", level, want, deadline, rc.logs)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
