@@ -177,8 +177,8 @@ func dlqList(t *testing.T, config string, client string) []relay.DeadLetter {
 		t.Fatalf("signer-relay %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	var dls []relay.DeadLetter
-	if err := json.Unmarshal([]byte(out), &dls); err != nil {
-		t.Fatalf("dlq list --json: %v in %q", err, out)
+	if err := json.Unmarshal([]byte(out), &dls); err != nil || dls == nil {
+		t.Fatalf("dlq list --json: %q (%v), want a JSON array", out, err)
 	}
 	return dls
 }
