@@ -181,10 +181,11 @@ func TestDeadLetterListReplayEndToEnd(t *testing.T) {
 		name, client string
 		answers500   bool
 		lastError    string // what dlq list shows as the last error
+		outcome      string // signer_relay_webhook_deliveries_total's outcome of a failure
 		// replayArgs: the selection after `dlq replay --config C --client X`.
 		replayArgs func([]relay.DeadLetter) []string
 	}{
-		{"backend answers 500, replayed by sequence", "svcA", true, "webhook answered HTTP 500",
+		{"backend answers 500, replayed by sequence", "svcA", true, "webhook answered HTTP 500", "http_error",
 			func(dls []relay.DeadLetter) []string {
 				var seqs []string
 				for _, d := range dls {
@@ -192,7 +193,7 @@ func TestDeadLetterListReplayEndToEnd(t *testing.T) {
 				}
 				return seqs
 			}},
-		{"backend unreachable, replayed with --all", "svcB", false, "connection refused",
+		{"backend unreachable, replayed with --all", "svcB", false, "connection refused", "network_error",
 			func([]relay.DeadLetter) []string { return []string{"--all"} }},
 	}
 	var ids []string
@@ -219,7 +220,7 @@ func TestDeadLetterListReplayEndToEnd(t *testing.T) {
       url: "%s/hook?k=%s"
       secret_source: "file:%s"
       timeout: 5s
-      max_age: 2s
+      max_age: 4s
       initial_backoff: 100ms
       max_backoff: 400ms
       concurrency: 4
@@ -303,6 +304,12 @@ func TestDeadLetterListReplayEndToEnd(t *testing.T) {
 			}
 			if n := metric(t, hc, base, `signer_relay_webhook_dead_letters_total{client_id="`+c.client+`"}`); n != float64(len(want)) {
 				t.Errorf("signer_relay_webhook_dead_letters_total %v, want %d", n, len(want))
+			}
+			// Retried before the move (max_age is 4s, backoff at most
+			// 400ms).
+			failed := `signer_relay_webhook_deliveries_total{client_id="` + c.client + `",outcome="` + c.outcome + `"}`
+			if n := metric(t, hc, base, failed); n < float64(2*len(want)) {
+				t.Errorf("%s %v, want retries before the dead letters", failed, n)
 			}
 			// The text listing of every client shows them too.
 			out, err := cli(t, "dlq", "list", "--config", cfgPath)
