@@ -275,6 +275,9 @@ func retry(ctx context.Context, log *slog.Logger, what string, f func() error) e
 		if err == nil {
 			return nil
 		}
+		if ctx.Err() != nil {
+			return ctx.Err() // stopping: nothing to retry or report
+		}
 		log.Warn("relay setup failed; retrying", "what", what, "err", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
