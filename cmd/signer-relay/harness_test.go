@@ -88,20 +88,24 @@ func startRelayCmd(t *testing.T, dir, config string, ready *http.Client, scheme 
 	}
 	rc := &relayCmd{logs: &syncBuffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
+	exited := make(chan struct{})
+	var runErr error // set before exited is closed
 	cmd := rootCmd()
 	cmd.SetArgs([]string{"run", "--config", path})
 	cmd.SetOut(rc.logs)
 	cmd.SetErr(rc.logs)
-	go func() { done <- cmd.ExecuteContext(ctx) }()
+	go func() {
+		runErr = cmd.ExecuteContext(ctx)
+		close(exited)
+	}()
 	var once sync.Once
 	rc.stop = func() {
 		once.Do(func() {
 			cancel()
 			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("signer-relay run: %v", err)
+			case <-exited:
+				if runErr != nil {
+					t.Errorf("signer-relay run: %v", runErr)
 				}
 			case <-time.After(deadline):
 				t.Errorf("signer-relay run did not stop within %s", deadline)
@@ -117,8 +121,8 @@ func startRelayCmd(t *testing.T, dir, config string, ready *http.Client, scheme 
 	end := time.Now().Add(deadline)
 	for rc.addr == "" {
 		select {
-		case err := <-done:
-			t.Fatalf("signer-relay run ended: %v\n%s", err, rc.logs)
+		case <-exited:
+			t.Fatalf("signer-relay run ended: %v", runErr)
 		default:
 		}
 		for line := range strings.Lines(rc.logs.String()) {
@@ -136,6 +140,11 @@ func startRelayCmd(t *testing.T, dir, config string, ready *http.Client, scheme 
 		time.Sleep(20 * time.Millisecond)
 	}
 	for ready != nil {
+		select {
+		case <-exited:
+			t.Fatalf("signer-relay run ended: %v", runErr)
+		default:
+		}
 		resp, err := ready.Get(scheme + "://" + rc.addr + "/readyz")
 		if err == nil {
 			resp.Body.Close()

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -27,6 +29,16 @@ cred: sources, never from the config or the command line.`,
 			if err != nil {
 				return err
 			}
+			// The certificate is read before anything starts: a bad file
+			// is a config error, not a listener dying after "listening".
+			var tlsConfig *tls.Config
+			if cfg.TLS.CertFile != "" {
+				cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+				if err != nil {
+					return fmt.Errorf("config: tls.cert_file/key_file: %w", err)
+				}
+				tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+			}
 			log := newLogger(cmd.ErrOrStderr())
 			r, err := relay.New(*cfg, log)
 			if err != nil {
@@ -42,6 +54,7 @@ cred: sources, never from the config or the command line.`,
 			defer endRequests()
 			srv := &http.Server{
 				Handler:           r.Handler(),
+				TLSConfig:         tlsConfig,
 				ReadHeaderTimeout: 10 * time.Second,
 				IdleTimeout:       2 * time.Minute,
 				// The server's own errors (TLS handshakes, panics) go to
@@ -56,13 +69,13 @@ cred: sources, never from the config or the command line.`,
 			}
 			serveErr := make(chan error, 1)
 			go func() {
-				if cfg.TLS.CertFile != "" {
-					serveErr <- srv.ServeTLS(ln, cfg.TLS.CertFile, cfg.TLS.KeyFile)
+				if tlsConfig != nil {
+					serveErr <- srv.ServeTLS(ln, "", "") // tlsConfig's certificate
 				} else {
 					serveErr <- srv.Serve(ln)
 				}
 			}()
-			log.Info("signer-relay listening", "addr", ln.Addr().String(), "tls", cfg.TLS.CertFile != "", "clients", len(cfg.Clients))
+			log.Info("signer-relay listening", "addr", ln.Addr().String(), "tls", tlsConfig != nil, "clients", len(cfg.Clients))
 			runErr := make(chan error, 1)
 			go func() { runErr <- r.Run(ctx) }()
 			select {

@@ -298,3 +298,33 @@ func waitLog(t *testing.T, rc *relayCmd, level, want string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestRunRefusesUnusableTLSFiles: a certificate that cannot be loaded is a
+// config error of `signer-relay run`, before it listens or connects.
+func TestRunRefusesUnusableTLSFiles(t *testing.T) {
+	dir := t.TempDir()
+	pki := newTestPKI(t, dir)
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	sim := newNodes(nil)
+	tests := []struct {
+		name, cert, key, want string
+	}{
+		{"missing certificate", pki.CertFile + ".missing", pki.KeyFile, "no such file"},
+		{"key of another certificate", pki.CertFile, pki.ClientKey, "private key does not match"},
+		{"not PEM", pki.CAFile, writeFile(t, dir, "junk.key", "not a key\n"), "failed to find any PEM data"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			config := fmt.Sprintf("listen: \"127.0.0.1:0\"\ntls:\n  cert_file: %q\n  key_file: %q\nnats:\n  url: \"nats://127.0.0.1:1\"\n", tc.cert, tc.key) +
+				clusterYAML(t, sim.pubs) + "clients:\n" + clientYAML(t, dir, "svcA", "tok-svcA-"+randHex(16), pub)
+			path := writeFile(t, dir, "relay.yaml", config)
+			out, err := cli(t, "run", "--config", path)
+			if err == nil || !strings.Contains(err.Error(), "tls.cert_file") || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("signer-relay run: %v, want a tls.cert_file error with %q", err, tc.want)
+			}
+			if strings.Contains(out, "listening") {
+				t.Fatalf("signer-relay run listened with an unusable certificate:\n%s", out)
+			}
+		})
+	}
+}
