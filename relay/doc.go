@@ -39,12 +39,16 @@
 //
 //   - Webhooks: a durable consumer per client posts each decision, signed
 //     per Standard Webhooks, and acks only after a 2xx; otherwise
-//     NakWithDelay with exponential backoff and jitter. After max_age of
-//     failures the decision moves to RELAY_DLQ (then acked). webhook-id is
-//     the decision's Nats-Msg-Id, identical on every retry, dead letter and
-//     replay, so receivers deduplicate on it. `signer-relay dlq replay`
-//     publishes dead letters to relay.replay.<clientID>, which only the
-//     webhook consumer reads.
+//     NakWithDelay with exponential backoff and jitter. The first failed
+//     attempt once max_age has passed since the decision was stored (a
+//     time, not an attempt count) moves it to RELAY_DLQ (then acked), with
+//     the webhook-id, the history sequence and the last error. webhook-id
+//     is the decision's Nats-Msg-Id, identical on every retry, dead letter
+//     and replay, so receivers deduplicate on it. `signer-relay dlq replay`
+//     (ReplayDLQ) publishes dead letters, bytes unchanged, to
+//     relay.replay.<clientID>, which only the webhook consumer reads, and
+//     deletes them from RELAY_DLQ; a replay that fails again is
+//     dead-lettered again max_age after the replay.
 //   - SSE and long polling: the cursor is the RELAY_RESULTS stream sequence;
 //     an ordered consumer filtered to relay.results.<clientID> starts after
 //     it. Sequences are totally ordered and never reused, so resuming from

@@ -98,7 +98,7 @@ func New(cfg Config, log *slog.Logger) (*Relay, error) {
 		}
 		r.clients[id] = cs
 	}
-	if r.nc, err = connect(cfg.NATS, "signer-relay", "_INBOX"); err != nil {
+	if r.nc, err = connect(cfg.NATS, "signer-relay", "_INBOX", log); err != nil {
 		return nil, fmt.Errorf("relay: nats: %w", err)
 	}
 	if r.js, err = jetstream.New(r.nc); err != nil {
@@ -111,7 +111,7 @@ func New(cfg Config, log *slog.Logger) (*Relay, error) {
 			ncfg = cfg.NATS
 			ncfg.InboxPrefix = ""
 		}
-		if cs.nc, err = connect(ncfg, "signer-relay:"+id, "_INBOX_"+id); err != nil {
+		if cs.nc, err = connect(ncfg, "signer-relay:"+id, "_INBOX_"+id, log); err != nil {
 			return nil, fmt.Errorf("relay: client %s nats: %w", id, err)
 		}
 		if cs.js, err = jetstream.New(cs.nc); err != nil {
@@ -124,9 +124,65 @@ func New(cfg Config, log *slog.Logger) (*Relay, error) {
 
 // connect dials NATS; a server that is down is retried in the background,
 // and publishes fail at once while disconnected (no silent buffering).
-func connect(c NATSConfig, name, inbox string) (*nats.Conn, error) {
+// Failed attempts, disconnections and asynchronous errors are logged: the
+// cause (a TLS or credentials error, a refused connection) is otherwise
+// nowhere to be seen while the relay answers 503.
+func connect(c NATSConfig, name, inbox string, log *slog.Logger) (*nats.Conn, error) {
 	opts := append(natsOptions(c, name, inbox), nats.RetryOnFailedConnect(true))
+	opts = append(opts, connLogging(log, name, redactURL(c.URL))...)
 	return nats.Connect(c.URL, opts...)
+}
+
+// natsLogEvery: a failed connection attempt repeating the previous one's
+// error is logged at most this often (attempts come every second).
+const natsLogEvery = time.Minute
+
+func connLogging(log *slog.Logger, name, url string) []nats.Option {
+	var mu sync.Mutex
+	var lastErr string
+	var lastAt time.Time
+	return []nats.Option{
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			mu.Lock()
+			same := err.Error() == lastErr && time.Since(lastAt) < natsLogEvery
+			if !same {
+				lastErr, lastAt = err.Error(), time.Now()
+			}
+			mu.Unlock()
+			if !same {
+				log.Warn("NATS connection attempt failed; retrying", "conn", name, "url", url, "err", err)
+			}
+		}),
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if !nc.IsClosed() { // closed by the relay itself: nothing to report
+				log.Warn("NATS disconnected", "conn", name, "url", url, "err", err)
+			}
+		}),
+		nats.ConnectHandler(func(*nats.Conn) {
+			log.Info("NATS connected", "conn", name, "url", url)
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) {
+			mu.Lock()
+			lastErr = ""
+			mu.Unlock()
+			log.Info("NATS reconnected", "conn", name, "url", url)
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Warn("NATS error", "conn", name, "err", err)
+		}),
+	}
+}
+
+// connected is nil when nc is connected, else an error with the cause of
+// the last failed attempt.
+func connected(nc *nats.Conn) error {
+	if nc.IsConnected() {
+		return nil
+	}
+	if err := nc.LastError(); err != nil {
+		return fmt.Errorf("not connected to NATS: %w", err)
+	}
+	return errors.New("not connected to NATS")
 }
 
 func natsOptions(c NATSConfig, name, inbox string) []nats.Option {
@@ -171,7 +227,12 @@ func (r *Relay) Run(ctx context.Context) error {
 			s()
 		}
 	}()
-	if err := retry(ctx, r.log, "streams", func() error { return r.ensureStreams(ctx) }); err != nil {
+	if err := retry(ctx, r.log, "streams", func() error {
+		if err := connected(r.nc); err != nil {
+			return err
+		}
+		return r.ensureStreams(ctx)
+	}); err != nil {
 		return err
 	}
 	var wg sync.WaitGroup
@@ -179,6 +240,9 @@ func (r *Relay) Run(ctx context.Context) error {
 		cs := r.clients[id]
 		var stop func()
 		if err := retry(ctx, r.log, "result consumers of "+id, func() (err error) {
+			if err := connected(cs.nc); err != nil {
+				return err
+			}
 			stop, err = r.forward(ctx, cs)
 			return err
 		}); err != nil {
@@ -210,6 +274,9 @@ func retry(ctx context.Context, log *slog.Logger, what string, f func() error) e
 		err := f()
 		if err == nil {
 			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err() // stopping: nothing to retry or report
 		}
 		log.Warn("relay setup failed; retrying", "what", what, "err", err, "retry_in", wait)
 		select {

@@ -39,6 +39,9 @@ func dlqCmd() *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
+				if dls == nil {
+					dls = []relay.DeadLetter{} // [], not null: scripts iterate it
+				}
 				return json.NewEncoder(out).Encode(dls)
 			}
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)

@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -26,32 +29,53 @@ cred: sources, never from the config or the command line.`,
 			if err != nil {
 				return err
 			}
-			log := newLogger()
+			// The certificate is read before anything starts: a bad file
+			// is a config error, not a listener dying after "listening".
+			var tlsConfig *tls.Config
+			if cfg.TLS.CertFile != "" {
+				cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+				if err != nil {
+					return fmt.Errorf("config: tls.cert_file/key_file: %w", err)
+				}
+				tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+			}
+			log := newLogger(cmd.ErrOrStderr())
 			r, err := relay.New(*cfg, log)
 			if err != nil {
 				return err
 			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
+			// Requests' contexts end when the server shuts down: SSE
+			// streams and long polls return at once instead of holding
+			// Shutdown until its timeout (their clients resume from their
+			// cursor elsewhere).
+			reqCtx, endRequests := context.WithCancel(context.Background())
+			defer endRequests()
 			srv := &http.Server{
 				Handler:           r.Handler(),
+				TLSConfig:         tlsConfig,
 				ReadHeaderTimeout: 10 * time.Second,
 				IdleTimeout:       2 * time.Minute,
-				ErrorLog:          nil,
+				// The server's own errors (TLS handshakes, panics) go to
+				// the relay's structured log, not to a plain-text stderr.
+				ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+				BaseContext: func(net.Listener) context.Context { return reqCtx },
 			}
+			srv.RegisterOnShutdown(endRequests)
 			ln, err := net.Listen("tcp", cfg.Listen)
 			if err != nil {
 				return err
 			}
 			serveErr := make(chan error, 1)
 			go func() {
-				if cfg.TLS.CertFile != "" {
-					serveErr <- srv.ServeTLS(ln, cfg.TLS.CertFile, cfg.TLS.KeyFile)
+				if tlsConfig != nil {
+					serveErr <- srv.ServeTLS(ln, "", "") // tlsConfig's certificate
 				} else {
 					serveErr <- srv.Serve(ln)
 				}
 			}()
-			log.Info("signer-relay listening", "addr", ln.Addr().String(), "tls", cfg.TLS.CertFile != "", "clients", len(cfg.Clients))
+			log.Info("signer-relay listening", "addr", ln.Addr().String(), "tls", tlsConfig != nil, "clients", len(cfg.Clients))
 			runErr := make(chan error, 1)
 			go func() { runErr <- r.Run(ctx) }()
 			select {
@@ -65,7 +89,10 @@ cred: sources, never from the config or the command line.`,
 			}
 			sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer scancel()
-			_ = srv.Shutdown(sctx)
+			if err := srv.Shutdown(sctx); err != nil {
+				log.Warn("HTTP shutdown incomplete; closing the remaining connections", "err", err)
+				_ = srv.Close()
+			}
 			if errors.Is(err, context.Canceled) {
 				return nil
 			}
