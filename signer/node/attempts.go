@@ -77,8 +77,7 @@ type openSign struct {
 	opened  bool
 	r       *protocol.SigningRequest
 	sc      ceremony.Scheme
-	meta    store.WalletMeta
-	sealed  []byte
+	meta    store.WalletMeta // of the share at the epoch signAs unseals (read again from the store: the board holds no share)
 	deriv   *ceremony.Derivation
 	expires time.Time
 
@@ -93,7 +92,7 @@ type openSign struct {
 // open puts a checked sign request on the board (or completes the entry
 // its early plans made) and returns it; the plans that came first are
 // checked against the wallet now, in stream order.
-func (b *board) open(r *protocol.SigningRequest, sc ceremony.Scheme, meta store.WalletMeta, sealed []byte, deriv *ceremony.Derivation) *openSign {
+func (b *board) open(r *protocol.SigningRequest, sc ceremony.Scheme, meta store.WalletMeta, deriv *ceremony.Derivation) *openSign {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	k := boardKey(r.ClientID, r.RequestID)
@@ -107,7 +106,7 @@ func (b *board) open(r *protocol.SigningRequest, sc ceremony.Scheme, meta store.
 	if o.opened {
 		return o
 	}
-	o.opened, o.r, o.sc, o.meta, o.sealed, o.deriv = true, r, sc, meta, sealed, deriv
+	o.opened, o.r, o.sc, o.meta, o.deriv = true, r, sc, meta, deriv
 	o.expires = r.Expires()
 	for _, p := range o.early {
 		o.take(p)

@@ -52,7 +52,7 @@ func TestBoardFollowsFirstFittingPlan(t *testing.T) {
 			var o *openSign
 			for i, s := range tc.steps {
 				if s.plan == nil {
-					o = b.open(testSignRequest("r"), nil, meta, nil, nil)
+					o = b.open(testSignRequest("r"), nil, meta, nil)
 					continue
 				}
 				got, start := b.offer(s.plan, "node0")
@@ -71,7 +71,7 @@ func TestBoardFollowsFirstFittingPlan(t *testing.T) {
 
 	t.Run("finished node starts nothing and an older attempt is stopped", func(t *testing.T) {
 		b := newBoard()
-		o := b.open(testSignRequest("r"), nil, meta, nil, nil)
+		o := b.open(testSignRequest("r"), nil, meta, nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		o.started, o.cancel = 0, cancel
 		if _, start := b.offer(plan("r", 1, "node1", "node0", "node1"), "node0"); !start {

@@ -139,9 +139,9 @@ func (n *Node) sign(ctx context.Context, r *protocol.SigningRequest) outcome {
 	if n.leftCommittee(r.WalletID, r.KeyType) {
 		return notParticipant() // a reshare moved this key elsewhere
 	}
-	meta, sealed, err := n.st.Share(r.WalletID, r.KeyType)
+	meta, _, err := n.st.Share(r.WalletID, r.KeyType)
 	if errors.Is(err, store.ErrNotFound) && n.awaitKeygen(ctx, r.WalletID) {
-		meta, sealed, err = n.st.Share(r.WalletID, r.KeyType)
+		meta, _, err = n.st.Share(r.WalletID, r.KeyType)
 	}
 	if errors.Is(err, store.ErrNotFound) {
 		return failed(res, protocol.CodeUnknownWallet, fmt.Sprintf("no %s key for wallet %s", r.KeyType, r.WalletID))
@@ -160,7 +160,7 @@ func (n *Node) sign(ctx context.Context, r *protocol.SigningRequest) outcome {
 	if err != nil {
 		return failed(res, protocol.CodeBadRequest, err.Error())
 	}
-	o := n.board.open(r, sc, meta, sealed, deriv)
+	o := n.board.open(r, sc, meta, deriv)
 	k, signers, err := n.firstAttempt(ctx, o)
 	if err != nil {
 		return brokeRule(res, err)
@@ -180,7 +180,11 @@ func (n *Node) signAs(ctx context.Context, o *openSign, res *protocol.Result, si
 	r, meta := o.r, o.meta
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.SignTimeout)
 	defer cancel()
-	pt, err := n.sealer.Open(ctx, o.sealed, shareBinding(n.cfg.NodeID, r.WalletID, r.KeyType, meta.Epoch))
+	_, sealed, err := n.st.ShareAt(r.WalletID, r.KeyType, meta.Epoch)
+	if err != nil {
+		return failed(res, protocol.CodeInternal, "store: "+err.Error()), err
+	}
+	pt, err := n.sealer.Open(ctx, sealed, shareBinding(n.cfg.NodeID, r.WalletID, r.KeyType, meta.Epoch))
 	if err != nil {
 		return failedBy(ctx, res, err), err
 	}
