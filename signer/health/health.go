@@ -168,8 +168,9 @@ type WatchdogOptions struct {
 // Watchdog is a daemon's supervision loop. Until ctx ends it runs, at once
 // and then every period, the readiness checks; it sends systemd the
 // STATUS= text of their result whenever that text changes, logs once each
-// change between ready and not ready (other changes at debug level), then
-// pings systemd's watchdog (WATCHDOG=1).
+// change between ready and not ready (the state at start at info level,
+// other changes of the text at debug level), then pings systemd's watchdog
+// (WATCHDOG=1).
 //
 // The ping says that the process is alive (this loop runs, and its checks
 // return within their timeouts), not that it is ready: an outage of a
@@ -221,7 +222,9 @@ func Watchdog(ctx context.Context, o WatchdogOptions) {
 			switch {
 			case ok && (first || !lastOK):
 				o.Log.Info("ready", "status", status)
-			case !ok && (first || lastOK):
+			case !ok && first: // starting
+				o.Log.Info("not ready yet", "status", status)
+			case !ok && lastOK:
 				o.Log.Warn("not ready", "status", status)
 			default: // the same state, another reason
 				o.Log.Debug("readiness status", "status", status)

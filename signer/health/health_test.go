@@ -220,8 +220,8 @@ func TestWatchdogPingsWhileNotReady(t *testing.T) {
 	if m := msgs(); countOf(m, notReady) != 1 || m[0] != notReady {
 		t.Fatalf("notify messages while not ready: %q", m)
 	}
-	if k := rec.count("WARN not ready"); k != 1 {
-		t.Fatalf("%q logged %d times, want once", "not ready", k)
+	if k := rec.count("INFO not ready yet"); k != 1 {
+		t.Fatalf("%q logged %d times, want once", "not ready yet", k)
 	}
 
 	natsUp.Store(true)
@@ -231,7 +231,7 @@ func TestWatchdogPingsWhileNotReady(t *testing.T) {
 	if m := msgs(); countOf(m, "STATUS=ready") != 1 || countOf(m, notReady) != 1 {
 		t.Fatalf("STATUS= sent again without a change: %q", m)
 	}
-	if rec.count("INFO ready") != 1 || rec.count("WARN not ready") != 1 {
+	if rec.count("INFO ready") != 1 || rec.count("INFO not ready yet") != 1 || rec.count("WARN not ready") != 0 {
 		t.Fatalf("log: %q", rec.msgs)
 	}
 
@@ -269,16 +269,18 @@ func TestWatchdogWithoutSystemd(t *testing.T) {
 		defer close(done)
 		Watchdog(ctx, WatchdogOptions{Ready: checker, Log: slog.New(rec), Every: 10 * time.Millisecond})
 	}()
-	eventually(t, "not ready logged", func() bool { return rec.count("WARN not ready") == 1 })
+	eventually(t, "not ready logged", func() bool { return rec.count("INFO not ready yet") == 1 })
 	up.Store(true)
 	eventually(t, "ready logged", func() bool { return rec.count("INFO ready") == 1 })
+	up.Store(false)
+	eventually(t, "not ready again logged", func() bool { return rec.count("WARN not ready") == 1 })
 	cancel()
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		t.Fatal("Watchdog did not return after ctx ended")
 	}
-	if rec.count("WARN not ready") != 1 {
+	if rec.count("WARN not ready") != 1 || rec.count("INFO not ready yet") != 1 || rec.count("INFO ready") != 1 {
 		t.Fatalf("log: %q", rec.msgs)
 	}
 }
