@@ -171,7 +171,10 @@ func runChaos(t *testing.T, pc *procCluster, url string, perClient int, atThird,
 		pc.start(pc.nodes[id])
 	}
 	for _, id := range pc.ids {
-		pc.notes(pc.nodes[id], "READY=1", time.Minute)
+		// READY=1 says the process is up; /readyz that it consumes requests.
+		n := pc.nodes[id]
+		pc.notes(n, "READY=1", time.Minute)
+		waitUntil(t, 90*time.Second, id+" /readyz", func() bool { c, _ := get("http://" + n.http + "/readyz"); return c == 200 })
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()

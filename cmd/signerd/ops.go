@@ -7,55 +7,44 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hwsigner/signer/hsm"
-	"github.com/hwsigner/signer/signer/config"
 	"github.com/hwsigner/signer/signer/health"
 	"github.com/hwsigner/signer/signer/node"
 )
 
-// natsOptions: reconnect forever, credentials and TLS from the config (files
-// only: nothing secret on the command line), and connection events logged.
-func natsOptions(cfg *config.Config, log *slog.Logger) []nats.Option {
-	opts := []nats.Option{
-		nats.Name("signerd-" + cfg.NodeID),
-		nats.MaxReconnects(-1),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS disconnected", "err", err) }),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }),
-	}
-	if cfg.NATS.CredsFile != "" {
-		opts = append(opts, nats.UserCredentials(cfg.NATS.CredsFile))
-	}
-	if t := cfg.NATS.TLS; t.CAFile != "" {
-		opts = append(opts, nats.RootCAs(t.CAFile))
-	}
-	if t := cfg.NATS.TLS; t.CertFile != "" {
-		opts = append(opts, nats.ClientCert(t.CertFile, t.KeyFile))
-	}
-	return opts
-}
-
 // readinessChecks: NATS connected, the node consuming requests (not
 // starting, not draining) and the hardware answering (an identity signature,
-// at most every 10 s).
-func readinessChecks(nc *nats.Conn, n *node.Node, b hsm.Backend) []health.Check {
+// at most every 10 s). A failing check says why: how long NATS has been
+// unreachable and the last connection error, or what the node's start
+// waits for.
+func readinessChecks(conn *natsConn, nc *nats.Conn, n *node.Node, b hsm.Backend) []health.Check {
+	js, jsErr := jetstream.New(nc)
+	jetStream := cached(5*time.Second, func(ctx context.Context) error {
+		if jsErr != nil {
+			return jsErr
+		}
+		_, err := js.AccountInfo(ctx)
+		return err
+	})
 	return []health.Check{
-		{Name: "nats", Fn: func(context.Context) error {
-			if s := nc.Status(); s != nats.CONNECTED {
-				return fmt.Errorf("NATS connection %s", s)
-			}
-			return nil
-		}},
-		{Name: "node", Fn: func(context.Context) error {
+		{Name: "nats", Fn: conn.check(nc)},
+		{Name: "node", Fn: func(ctx context.Context) error {
 			select {
 			case <-n.Ready():
 			default:
-				return errors.New("starting")
+				if !nc.IsConnected() {
+					return errors.New("starting: waiting for NATS")
+				}
+				if err := jetStream(ctx); err != nil {
+					return fmt.Errorf("starting: JetStream not available: %w", err)
+				}
+				return errors.New("starting: setting up the streams, the readiness bucket and the node's consumer")
 			}
 			if n.Draining() {
 				return errors.New("draining: stopping")

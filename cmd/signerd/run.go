@@ -1,13 +1,13 @@
 package main
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"fmt"
 	"log/slog"
 	"sort"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,7 +31,17 @@ func runCmd(lv *slog.LevelVar) *cobra.Command {
 		Short: "Run one node against an external NATS server or cluster",
 		Long: `run starts one node from a YAML config file (see docs/signerd.example.yaml):
 its key backend (PKCS#11 URI; the PIN comes from pin-source, never the command
-line), its store, its peers' identity keys and the client policy.`,
+line), its store, its peers' identity keys and the client policy.
+
+NATS may be down when the node starts, or go away later: the node connects
+and reconnects in the background (every 2 s), retries its JetStream setup
+with backoff and keeps running. Meanwhile /readyz answers 503 with the
+reason, and under systemd (Type=notify) STATUS= says what the node waits
+for. READY=1 is sent once the process is up (config, HSM, store, health
+endpoint), not once NATS is: an outage longer than TimeoutStartSec must not
+fail the unit. The watchdog is pinged for as long as the process runs,
+ready or not. A configuration error, an HSM or store that does not open,
+or a NATS connection closed for good (refused credentials) ends it.`,
 		Example: "  signerd run --config /etc/signerd/node0.yaml",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := config.Load(path)
@@ -59,6 +69,10 @@ line), its store, its peers' identity keys and the client policy.`,
 				committee = append(committee, id)
 			}
 			sort.Strings(committee)
+			// runCtx also ends when the NATS connection closes for good
+			// (never for an outage: the connection retries forever).
+			runCtx, stopRun := context.WithCancelCause(ctx)
+			defer stopRun(nil)
 			backend, err := hsmuri.Open(ctx, cfg.KeyURI, log)
 			if err != nil {
 				return err
@@ -69,11 +83,12 @@ line), its store, its peers' identity keys and the client policy.`,
 				return err
 			}
 			defer st.Close()
-			nc, err := nats.Connect(cfg.NATS.URL, natsOptions(cfg, log)...)
+			conn := newNATSConn(cfg.NATS.URL, log, stopRun)
+			nc, err := conn.connect(cfg)
 			if err != nil {
-				return fmt.Errorf("connect to NATS %s: %w", cfg.NATS.URL, err)
+				return err
 			}
-			defer nc.Close()
+			defer conn.close(nc)
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			m, err := metrics.New(reg)
@@ -92,7 +107,7 @@ line), its store, its peers' identity keys and the client policy.`,
 			if err != nil {
 				return err
 			}
-			checker := health.NewChecker(3*time.Second, readinessChecks(nc, n, backend)...)
+			checker := health.NewChecker(3*time.Second, readinessChecks(conn, nc, n, backend)...)
 			if cfg.HTTP.Listen != "off" {
 				addr, err := health.Serve(ctx, cfg.HTTP.Listen, health.Handler(checker, reg), log)
 				if err != nil {
@@ -100,20 +115,30 @@ line), its store, its peers' identity keys and the client policy.`,
 				}
 				log.Info("serving /healthz, /readyz, /metrics", "addr", addr.String())
 			}
-			go func() {
-				select {
-				case <-n.Ready():
-				case <-ctx.Done():
-					return
+			// READY=1 now that the process is up (config, HSM, store and
+			// health endpoint): NATS may be down for longer than
+			// TimeoutStartSec, and the node waits for it. Readiness to
+			// sign is /readyz, and STATUS= (systemctl status) says what
+			// the node waits for.
+			health.NotifyReady("node " + cfg.NodeID + " started; waiting for NATS and the JetStream setup")
+			// The watchdog loop pings for as long as the process runs,
+			// draining included, ready or not.
+			wdCtx, stopWatchdog := context.WithCancel(context.WithoutCancel(ctx))
+			defer stopWatchdog()
+			go health.Watchdog(wdCtx, health.WatchdogOptions{Ready: checker, Log: log, Status: func(results map[string]string, ok bool) string {
+				if ok {
+					return "node " + cfg.NodeID + " serving"
 				}
-				health.NotifyReady("node " + cfg.NodeID + " serving")
-				health.Watchdog(ctx, checker, log)
-			}()
+				return "node " + cfg.NodeID + " not ready: " + health.Summary(results)
+			}})
 			stopping := make(chan struct{})
-			go func() { <-ctx.Done(); health.NotifyStopping(); close(stopping) }()
-			err = n.Run(ctx)
-			if ctx.Err() != nil {
+			go func() { <-runCtx.Done(); health.NotifyStopping(); close(stopping) }()
+			err = n.Run(runCtx)
+			if runCtx.Err() != nil {
 				<-stopping // STOPPING=1 is sent before the process exits
+			}
+			if err == nil && ctx.Err() == nil {
+				err = context.Cause(runCtx) // the NATS connection closed for good
 			}
 			return err
 		},

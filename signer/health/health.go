@@ -1,7 +1,8 @@
 // Package health serves a daemon's operational endpoints: /healthz
 // (liveness: the process answers), /readyz (readiness: every named check
-// passes) and /metrics (Prometheus), and ties readiness to systemd's
-// Type=notify protocol and watchdog.
+// passes) and /metrics (Prometheus), and speaks systemd's Type=notify
+// protocol: READY=1, STATUS= with the readiness checks' result, and
+// watchdog pings for as long as the process is alive (ready or not).
 package health
 
 import (
@@ -12,6 +13,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -128,27 +131,109 @@ func NotifyStopping() {
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping+"\nSTATUS=draining running sessions")
 }
 
-// Watchdog pings systemd's watchdog at half its interval for as long as
-// ctx lasts, but only while c's checks pass: a node that lost NATS or its
-// HSM stops pinging and systemd restarts it. Without WatchdogSec it returns
-// at once.
-func Watchdog(ctx context.Context, c *Checker, log *slog.Logger) {
-	interval, err := daemon.SdWatchdogEnabled(false)
-	if err != nil || interval <= 0 {
-		return
+// NotifyStatus sets the service's STATUS= line (systemctl status).
+func NotifyStatus(status string) {
+	_, _ = daemon.SdNotify(false, "STATUS="+status)
+}
+
+// Summary is the failing checks of a Checker.Run result, "name: error",
+// sorted by name and joined by "; " ("" when all passed).
+func Summary(results map[string]string) string {
+	var failing []string
+	for name, r := range results {
+		if r != "ok" {
+			failing = append(failing, name+": "+r)
+		}
 	}
-	t := time.NewTicker(interval / 2)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if results, ok := c.Run(ctx); ok {
-				_, _ = daemon.SdNotify(false, daemon.SdNotifyWatchdog)
-			} else {
-				log.Warn("not ready: withholding the systemd watchdog ping", "checks", results)
+	sort.Strings(failing)
+	return strings.Join(failing, "; ")
+}
+
+// WatchdogOptions configures Watchdog.
+type WatchdogOptions struct {
+	// Ready is the readiness checker (the one /readyz runs). Its result
+	// goes to STATUS= and to the log, never into the watchdog ping.
+	Ready *Checker
+	// Status returns the STATUS= text for a readiness result. Default:
+	// "ready", or "not ready: " and the Summary. Keep it free of counters
+	// and clocks: a change of the text is what gets reported.
+	Status func(results map[string]string, ok bool) string
+	// Every is the loop's period when systemd set no watchdog
+	// (WatchdogSec=); default 5 s. With a watchdog it is half the
+	// watchdog interval.
+	Every time.Duration
+	Log   *slog.Logger
+}
+
+// Watchdog is a daemon's supervision loop. Until ctx ends it runs, at once
+// and then every period, the readiness checks; it sends systemd the
+// STATUS= text of their result whenever that text changes, logs once each
+// change between ready and not ready (the state at start at info level,
+// other changes of the text at debug level), then pings systemd's watchdog
+// (WATCHDOG=1).
+//
+// The ping says that the process is alive (this loop runs, and its checks
+// return within their timeouts), not that it is ready: an outage of a
+// dependency such as NATS shows in /readyz, STATUS= and the log, and does
+// not get the service killed and restarted until StartLimitBurst leaves it
+// failed. A check that hangs beyond its timeout (one ignoring ctx: a wedged
+// HSM call) stalls the loop, the pings stop, and systemd restarts the
+// service. Keep the checker's timeout well below half of WatchdogSec.
+func Watchdog(ctx context.Context, o WatchdogOptions) {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Status == nil {
+		o.Status = func(results map[string]string, ok bool) string {
+			if ok {
+				return "ready"
 			}
+			return "not ready: " + Summary(results)
+		}
+	}
+	period := o.Every
+	if period <= 0 {
+		period = 5 * time.Second
+	}
+	interval, err := daemon.SdWatchdogEnabled(false)
+	if err != nil {
+		o.Log.Warn("systemd watchdog settings unusable; not pinging", "err", err)
+	}
+	ping := err == nil && interval > 0
+	if ping {
+		period = interval / 2
+	}
+	t := time.NewTicker(period)
+	defer t.Stop()
+	last, lastOK := "", false
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+		results, ok := o.Ready.Run(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if status := o.Status(results, ok); first || status != last {
+			switch {
+			case ok && (first || !lastOK):
+				o.Log.Info("ready", "status", status)
+			case !ok && first: // starting
+				o.Log.Info("not ready yet", "status", status)
+			case !ok && lastOK:
+				o.Log.Warn("not ready", "status", status)
+			default: // the same state, another reason
+				o.Log.Debug("readiness status", "status", status)
+			}
+			NotifyStatus(status)
+			last, lastOK = status, ok
+		}
+		if ping {
+			_, _ = daemon.SdNotify(false, daemon.SdNotifyWatchdog)
 		}
 	}
 }

@@ -200,41 +200,92 @@ func (n *Node) Drops() map[string]int64 { return n.m.Snapshot().Drops }
 
 // Run creates streams and the node's consumer, heartbeats readiness, keeps
 // the pre-params pool filled and handles requests until ctx ends. It waits
-// for running sessions to finish before it returns.
+// for running sessions to finish before it returns. While NATS or
+// JetStream is unavailable it retries that setup, with backoff, instead of
+// returning an error.
 func (n *Node) Run(ctx context.Context) error {
-	setup, cancelSetup := context.WithTimeout(ctx, time.Minute)
-	defer cancelSetup()
-	if err := routing.EnsureStreams(setup, n.js, n.cfg.Streams); err != nil {
-		return fmt.Errorf("streams (is JetStream enabled, and are nats.replicas servers up?): %w", err)
-	}
-	kv, err := routing.EnsureReadyBucket(setup, n.js, n.cfg.Ready)
-	if err != nil {
-		return fmt.Errorf("readiness bucket: %w", err)
-	}
-	n.kv = kv
-	ttl := n.cfg.Ready.TTL
-	if ttl <= 0 {
-		ttl = routing.DefaultReadyTTL
-	}
-	if n.ready, err = watchReadiness(ctx, kv, ttl, n.log); err != nil {
-		return fmt.Errorf("readiness watch: %w", err)
-	}
-	cons, err := routing.NodeConsumer(ctx, n.js, n.cfg.NodeID)
-	if err != nil {
-		return fmt.Errorf("node consumer: %w", err)
-	}
+	// Setup needs NATS and JetStream, which may be down or not ready yet (a
+	// NATS cluster still electing its leaders): each attempt has a minute,
+	// and a failed one is retried with backoff (at once when NATS
+	// reconnects) until it succeeds or ctx ends. The node is not Ready
+	// meanwhile; a stop during setup returns nil.
+	var (
+		kv   jetstream.KeyValue
+		cons jetstream.Consumer
+	)
+	errNATSDown := errors.New("NATS not connected")
 	// Sessions run under workCtx, not ctx: a stop lets them finish (up to
 	// DrainTimeout) instead of cutting every ceremony at once.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	if err := n.watchAttempts(ctx, workCtx); err != nil {
-		return err
+	setUp := func() (err error) {
+		if s := n.nc.Status(); s != nats.CONNECTED {
+			return fmt.Errorf("%w (%s)", errNATSDown, s)
+		}
+		setup, cancelSetup := context.WithTimeout(ctx, time.Minute)
+		defer cancelSetup()
+		if err := routing.EnsureStreams(setup, n.js, n.cfg.Streams); err != nil {
+			return fmt.Errorf("streams (is JetStream enabled, and are nats.replicas servers up?): %w", err)
+		}
+		if kv, err = routing.EnsureReadyBucket(setup, n.js, n.cfg.Ready); err != nil {
+			return fmt.Errorf("readiness bucket: %w", err)
+		}
+		ttl := n.cfg.Ready.TTL
+		if ttl <= 0 {
+			ttl = routing.DefaultReadyTTL
+		}
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		defer func() {
+			if err != nil {
+				stopWatch() // a later step failed: the next attempt watches anew
+			}
+		}()
+		if n.ready, err = watchReadiness(watchCtx, kv, ttl, n.log); err != nil {
+			return fmt.Errorf("readiness watch: %w", err)
+		}
+		if cons, err = routing.NodeConsumer(setup, n.js, n.cfg.NodeID); err != nil {
+			return fmt.Errorf("node consumer: %w", err)
+		}
+		if err := n.watchAttempts(watchCtx, workCtx); err != nil {
+			return err
+		}
+		n.pruneJournalOnce()
+		if err := routing.PutReady(setup, kv, n.cfg.NodeID, nil); err != nil {
+			return fmt.Errorf("readiness: %w", err)
+		}
+		return nil
 	}
-	n.pruneJournalOnce()
+	t0 := time.Now()
+	for attempt, wait := 1, time.Second; ; attempt++ {
+		err := setUp()
+		if err == nil {
+			if attempt > 1 {
+				n.log.Info("node setup done", "attempts", attempt, "after", time.Since(t0).Round(time.Second).String())
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			n.log.Info("node stopped before its setup finished", "attempts", attempt)
+			return nil
+		}
+		connected := n.nc.StatusChanged(nats.CONNECTED)
+		pause := wait
+		if errors.Is(err, errNATSDown) && n.nc.IsConnected() {
+			pause = 0 // connected meanwhile
+		}
+		wait = min(2*wait, 30*time.Second)
+		n.log.Warn("node setup failed; retrying", "attempt", attempt, "since", time.Since(t0).Round(time.Second).String(),
+			"retry_in", pause.String(), "err", err)
+		select {
+		case <-ctx.Done():
+		case <-connected:
+			wait = time.Second // NATS is back: a fresh backoff
+		case <-time.After(pause):
+		}
+		n.nc.RemoveStatusListener(connected)
+	}
+	n.kv = kv
 	go n.pruneJournal(ctx)
-	if err := routing.PutReady(ctx, kv, n.cfg.NodeID, nil); err != nil {
-		return fmt.Errorf("readiness: %w", err)
-	}
 	go func() {
 		_ = routing.Heartbeat(ctx, kv, n.cfg.NodeID, nil, routing.WithHeartbeatLogger(n.log), routing.WithInfoFunc(n.statusInfo))
 	}()
