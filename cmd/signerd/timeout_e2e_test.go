@@ -77,9 +77,17 @@ func TestSignTimeoutFrozenSigners(t *testing.T) {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	kv, err := js.KeyValue(ctx, routing.ReadyBucket)
-	if err != nil {
-		t.Fatal(err)
+	// READY=1 comes once the process is up: the nodes create the readiness
+	// bucket when their setup reaches NATS.
+	var kv jetstream.KeyValue
+	for deadline := time.Now().Add(time.Minute); ; {
+		if kv, err = js.KeyValue(ctx, routing.ReadyBucket); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("readiness bucket: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	waitClusterReady(t, pc, kv, time.Minute)
 
