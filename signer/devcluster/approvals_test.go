@@ -18,6 +18,7 @@ import (
 	"github.com/hwsigner/signer/keyfile"
 	"github.com/hwsigner/signer/policy"
 	"github.com/hwsigner/signer/protocol"
+	"github.com/hwsigner/signer/routing"
 )
 
 // TestApprovals runs a 2-of-3 cluster whose policy requires 2 of alice
@@ -113,9 +114,11 @@ func TestApprovals(t *testing.T) {
 		})
 	}
 
-	// 2 of 3 (an Ed25519 and a P-256 approver) sign.
+	// 2 of 3 (an Ed25519 and a P-256 approver) sign. The approvals expire
+	// soon, so that the replay below comes after they expired.
 	r := prepare("tx-approved")
-	approvals := approve(r, soon(), "alice", "bob")
+	approvalsExpire := time.Now().Add(15 * time.Second)
+	approvals := approve(r, approvalsExpire, "alice", "bob")
 	start := time.Now()
 	res, err := cl.SubmitApprovedAndWait(ctx, r, approvals)
 	if err != nil {
@@ -131,6 +134,38 @@ func TestApprovals(t *testing.T) {
 	t.Run("replayed into a new request", func(t *testing.T) {
 		again := prepare("tx-approved")
 		checkRefused(t, ctx, cl, seen, again, approvals, protocol.CodeApprovalInvalid, "approvals[0] (alice): not an approval of this request")
+	})
+
+	// The approved request itself sent again (the same signed bytes under
+	// another Nats-Msg-Id) once its approvals expired: every node answers
+	// REPLAYED, the journal's answer, not an approval error, so a retry
+	// under the same request_id still gets the original outcome.
+	t.Run("replayed after its approvals expired", func(t *testing.T) {
+		raw, err := protocol.SignRequest(ctx, keys["svcA"].signer, protocol.OpSign, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, func() bool { return time.Now().After(approvalsExpire) })
+		subj, err := routing.RequestSubject(protocol.OpSign, wallet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		newRawRequests(t, c).publish(ctx, subj, "replay-"+r.RequestID, raw)
+		replayed := func() map[string]protocol.Result {
+			out := map[string]protocol.Result{}
+			for _, res := range seen.of(r.RequestID) {
+				if res.ErrorCode != "" {
+					out[res.NodeID] = res
+				}
+			}
+			return out
+		}
+		waitFor(t, func() bool { return len(replayed()) == len(c.NodeIDs) })
+		for node, res := range replayed() {
+			if res.ErrorCode != protocol.CodeReplayed {
+				t.Errorf("%s answered the replay %s %q, want REPLAYED", node, res.ErrorCode, res.ErrorReason)
+			}
+		}
 	})
 }
 
