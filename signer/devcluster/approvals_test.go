@@ -117,7 +117,7 @@ func TestApprovals(t *testing.T) {
 	// 2 of 3 (an Ed25519 and a P-256 approver) sign. The approvals expire
 	// soon, so that the replay below comes after they expired.
 	r := prepare("tx-approved")
-	approvalsExpire := time.Now().Add(15 * time.Second)
+	approvalsExpire := time.Now().Add(20 * time.Second)
 	approvals := approve(r, approvalsExpire, "alice", "bob")
 	start := time.Now()
 	res, err := cl.SubmitApprovedAndWait(ctx, r, approvals)
