@@ -69,7 +69,13 @@ func FuzzParsePolicy(f *testing.F) {
 	jsonPolicy, _ := json.Marshal(Config{Clients: []ClientConfig{{Name: "b", PublicKey: p256PEM, ClientIDs: []string{"svcB"}, Ops: []string{"keygen", "sign"}}}})
 	grantsPolicy, _ := json.Marshal(Config{Clients: []ClientConfig{{Name: "g", PublicKey: p256PEM, ClientIDs: []string{"svcB"}, Ops: []string{"sign"},
 		WalletGrants: []WalletGrant{{Owner: "svcA", Wallets: []string{"w1", "w2"}}}}}})
+	approvalsPolicy, _ := json.Marshal(Config{
+		Clients:   []ClientConfig{{Name: "b", PublicKey: edPEM, ClientIDs: []string{"svcB"}, Ops: []string{"sign"}}},
+		Approvers: []ApproverConfig{{ID: "alice", PublicKey: p256PEM}},
+		Approvals: []ApprovalRule{{ClientID: "svcB", Ops: []string{"sign"}, Wallets: []string{"w1"}, Required: 1, Approvers: []string{"alice"}}},
+	})
 	seeds := map[string][]byte{
+		"approvals":    approvalsPolicy,
 		"yaml":         []byte(yamlPolicy),
 		"json":         jsonPolicy,
 		"unknown-key":  []byte("clients: []\ncolour: blue\n"),
@@ -98,6 +104,18 @@ func FuzzParsePolicy(f *testing.F) {
 			}
 			if len(e.clientIDs) == 0 || len(e.ops) == 0 {
 				t.Fatalf("policy entry %s without client IDs or ops", kid)
+			}
+		}
+		for _, r := range p.rules {
+			if r.required < 1 || r.required > len(r.approvers) || len(r.ops) == 0 {
+				t.Fatalf("approval rule %s accepted", &r)
+			}
+			for _, id := range r.approvers {
+				if a := p.approvers[id]; a == nil {
+					t.Fatalf("approval rule %s names an unknown approver %q", &r, id)
+				} else if _, err := protocol.KeyID(a.pub); err != nil {
+					t.Fatalf("approver %s holds an unsupported key", id)
+				}
 			}
 		}
 	})

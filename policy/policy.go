@@ -57,6 +57,10 @@ var (
 // and cannot be granted.
 type Config struct {
 	Clients []ClientConfig `yaml:"clients" json:"clients"`
+	// Approvers are the keys that may approve requests (approvals.go).
+	Approvers []ApproverConfig `yaml:"approvers,omitempty" json:"approvers,omitempty"`
+	// Approvals are the M-of-K quorums requests must carry.
+	Approvals []ApprovalRule `yaml:"approvals,omitempty" json:"approvals,omitempty"`
 }
 
 // ClientConfig is one client key and what it may do.
@@ -85,6 +89,9 @@ type WalletGrant struct {
 // immutable once built and safe for concurrent use.
 type Policy struct {
 	byKeyID map[string]*entry
+	// approvers by ID, and the approval rules in file order.
+	approvers map[string]*approver
+	rules     []rule
 	// grants: grantee client ID -> owner client ID -> wallet IDs.
 	grants map[string]map[string][]string
 }
@@ -195,6 +202,9 @@ func New(cfg Config) (*Policy, error) {
 			clientIDs: slices.Clone(c.ClientIDs),
 			ops:       slices.Clone(c.Ops),
 		}
+	}
+	if err := p.addApprovals(cfg); err != nil {
+		return nil, err
 	}
 	return p, nil
 }

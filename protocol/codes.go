@@ -41,6 +41,16 @@ const (
 	// broadcast to different peers, or echoed a false digest of one; the
 	// reason names it. Every honest participant aborted before sealing.
 	CodePeerEquivocated = "PEER_EQUIVOCATED"
+	// CodeApprovalRequired: the node policy requires M-of-K approvals for
+	// this client ID, op (and wallet), and the request carries fewer valid
+	// approvals from distinct eligible approvers (none at all, or too few).
+	// The reason names the approvers counted and those eligible.
+	CodeApprovalRequired = "APPROVAL_REQUIRED"
+	// CodeApprovalInvalid: an approval in the request is not acceptable: an
+	// approver unknown to the policy or not eligible for this request, a
+	// signature that does not verify over this request (an approval of
+	// another request), an approval that expired or outlives the request.
+	CodeApprovalInvalid = "APPROVAL_INVALID"
 )
 
 // ErrorCodes returns every stable error code, in documentation order.
@@ -50,6 +60,7 @@ func ErrorCodes() []string {
 		CodeUnauthorizedClient, CodeUnknownWallet, CodeWalletExists,
 		CodeNodesNotReady, CodeTimeout, CodeCeremonyFailed, CodeHSMFailure,
 		CodeInternal, CodeNoPreparams, CodeResultMismatch, CodePeerEquivocated,
+		CodeApprovalRequired, CodeApprovalInvalid,
 	}
 }
 

@@ -3,9 +3,11 @@ package protocol
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"os"
 	"strings"
@@ -113,5 +115,69 @@ func TestErrorCodesDoc(t *testing.T) {
 		if !strings.Contains(string(raw), "`"+c+"`") {
 			t.Errorf("docs/error-codes.md does not document %s", c)
 		}
+	}
+}
+
+// TestApprovalDocExample checks the worked example of
+// docs/canonical-encoding.md §9 byte for byte.
+func TestApprovalDocExample(t *testing.T) {
+	raw, err := os.ReadFile("../docs/canonical-encoding.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(raw)
+	request := []byte(docBlock(t, doc, "request"))
+	seed, err := hex.DecodeString(docBlock(t, doc, "approver-seed"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	approver := ed25519.NewKeyFromSeed(seed)
+	der, _ := x509.MarshalPKIXPublicKey(approver.Public())
+	if pemText := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})); !strings.Contains(doc, pemText) {
+		t.Errorf("documented approver PEM differs from\n%s", pemText)
+	}
+	digest, err := RequestDigest(request)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := hex.EncodeToString(digest[:]); got != docBlock(t, doc, "request-digest") {
+		t.Errorf("request digest %s", got)
+	}
+	in, _ := RequestSigningInput(request)
+	if sha256.Sum256(in) != digest {
+		t.Error("the digest of a request without approvals is not SHA-256 of its signed bytes")
+	}
+	var a Approval
+	if err := json.Unmarshal([]byte(docBlock(t, doc, "approval")), &a); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(ApprovalSigningInput(digest, a.ApproverID, a.ExpiresAt)); got != docBlock(t, doc, "approval-signing-input") {
+		t.Errorf("approval signing input %q", got)
+	}
+	made, err := SignApproval(t.Context(), approver, "alice", a.Expires(), request)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if made != a {
+		t.Errorf("SignApproval made %+v, documented %+v", made, a)
+	}
+	if err := VerifyApproval(digest, a, approver.Public()); err != nil {
+		t.Error(err)
+	}
+	approved := []byte(docBlock(t, doc, "approved-request"))
+	cseed, _ := hex.DecodeString(docBlock(t, doc, "seed"))
+	if err := VerifyRequest(approved, ed25519.NewKeyFromSeed(cseed).Public()); err != nil {
+		t.Errorf("approved request: %v", err)
+	}
+	req, err := DecodeRequest(OpSign, approved)
+	if err != nil || len(req.Env().Approvals) != 1 || req.Env().Approvals[0] != a {
+		t.Fatalf("approved request decodes to %v, %v", req, err)
+	}
+	if d, _ := RequestDigest(approved); d != digest {
+		t.Error("approved request has another digest")
+	}
+	moved, _ := RequestDigest([]byte(strings.Replace(string(approved), "7f3c2a9e", "7f3c2a9f", 1)))
+	if VerifyApproval(moved, a, approver.Public()) == nil {
+		t.Error("the approval verifies for another request_id")
 	}
 }

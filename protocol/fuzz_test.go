@@ -36,6 +36,14 @@ var fuzzP256 = func() *ecdsa.PrivateKey {
 	return &ecdsa.PrivateKey{PublicKey: ecdsa.PublicKey{Curve: elliptic.P256(), X: x, Y: y}, D: d}
 }()
 
+func mustKeyID(t testing.TB, pub crypto.PublicKey) string {
+	id, err := KeyID(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
 func mustHexBytes(s string) []byte {
 	b, err := hex.DecodeString(s)
 	if err != nil {
@@ -79,6 +87,26 @@ func requestSeeds(t testing.TB) map[string][]byte {
 	kg := testKeygen()
 	kg.KeyTypes = []string{KeyTypeEd25519}
 	rs := testReshare()
+	// A signing request carrying approvals (an Ed25519 and a P-256
+	// approver), and one whose approval has an extra, case-folded member.
+	ap := testSigning()
+	ap.TxID = "tx-approved"
+	ap.Op, ap.KeyID = OpSign, mustKeyID(t, fuzzKey.Public())
+	unsignedAp, err := json.Marshal(ap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []struct {
+		id  string
+		key crypto.Signer
+	}{{"alice", fuzzKey}, {"bob", fuzzP256}} {
+		a, err := SignApproval(ctx, k.key, k.id, ap.Expires(), unsignedAp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ap.Approvals = append(ap.Approvals, a)
+	}
+	approved := sign(OpSign, ap)
 	doc, err := os.ReadFile("../docs/canonical-encoding.md")
 	if err != nil {
 		t.Fatal(err)
@@ -92,6 +120,8 @@ func requestSeeds(t testing.TB) map[string][]byte {
 		"keygen":                sign(OpKeygen, kg),
 		"reshare":               sign(OpReshare, rs),
 		"doc-example":           []byte(example),
+		"sign-approvals":        approved,
+		"approval-case-folded":  bytes.Replace(approved, []byte(`{"approver_id":"bob"`), []byte(`{"Approver_ID":"bob","approver_id":"bob"`), 1),
 		"unknown-member-signed": sign(OpSign, map[string]any{"client_id": "svcA", "request_id": "r1", "created_at": 1767225600000, "expires_at": 1767225900000, "wallet_id": "w", "key_type": "ed25519", "tx_id": "t", "tx": "AA==", "priority": "high"}),
 		"unsigned-tail":         bytes.Replace(signed, []byte(`,"signature"`), []byte(`,"x":1,"signature"`), 1),
 		"duplicate-member":      bytes.Replace(signed, []byte(`{`), []byte(`{"client_id":"svcB",`), 1),

@@ -21,6 +21,10 @@ type Envelope struct {
 	// CreatedAt and ExpiresAt are Unix milliseconds.
 	CreatedAt int64 `json:"created_at"`
 	ExpiresAt int64 `json:"expires_at"`
+	// Approvals are approvers' consents to this exact request (see
+	// Approval and docs/canonical-encoding.md §9). The client's signature
+	// covers them; RequestDigest, which they sign, leaves them out.
+	Approvals []Approval `json:"approvals,omitempty"`
 	// Signature is base64 (standard, padded) over the canonical encoding
 	// of every other member.
 	Signature string `json:"signature,omitempty"`
@@ -76,6 +80,20 @@ func (e *Envelope) validate(op string) error {
 	}
 	if time.Duration(e.ExpiresAt-e.CreatedAt)*time.Millisecond > MaxRequestTTL {
 		return fieldErr("expires_at", fmt.Sprintf("more than %s after created_at", MaxRequestTTL), nil)
+	}
+	if len(e.Approvals) > MaxApprovals {
+		return fieldErr("approvals", fmt.Sprintf("%d approvals, at most %d", len(e.Approvals), MaxApprovals), nil)
+	}
+	for i, a := range e.Approvals {
+		if err := ValidToken(a.ApproverID); err != nil {
+			return fieldErr(fmt.Sprintf("approvals[%d].approver_id", i), "invalid", err)
+		}
+		if a.ExpiresAt <= 0 {
+			return fieldErr(fmt.Sprintf("approvals[%d].expires_at", i), "missing", nil)
+		}
+		if a.Signature == "" {
+			return fieldErr(fmt.Sprintf("approvals[%d].signature", i), "missing", nil)
+		}
 	}
 	return nil
 }

@@ -145,6 +145,9 @@ func DecodeRequest(op string, raw []byte) (Request, error) {
 	if err := req.Validate(); err != nil {
 		return req, err
 	}
+	if err := checkApprovalMembers(obj); err != nil {
+		return req, err
+	}
 	if r, ok := req.(*SigningRequest); ok {
 		// encoding/json accepts line breaks and non-zero padding bits in
 		// base64, so other strings than the one signed could stand for Tx.

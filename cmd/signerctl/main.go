@@ -74,7 +74,7 @@ keys), "identity" (print the identity key for the peers map) and
 	f.DurationVar(&g.timeout, "timeout", 10*time.Minute, "how long to wait for a result")
 	f.BoolVar(&g.json, "json", false, "print results as JSON")
 	f.IntVar(&g.signers, "signers", 0, "nodes that must report the same sign or reshare outcome: the cluster's threshold, t+1 (default: \"threshold\" from --cluster, else a majority of its peers)")
-	root.AddCommand(walletCmd(g), signCmd(g), reshareCmd(g), verifyCmd(), deriveCmd(), initCmd(), identityCmd(), keyCmd(), tokenCmd(), backupCmd(g), restoreCmd(g), statusCmd(g), storeCmd(g), benchCmd(g))
+	root.AddCommand(walletCmd(g), signCmd(g), reshareCmd(g), verifyCmd(), deriveCmd(), initCmd(), identityCmd(), keyCmd(), tokenCmd(), backupCmd(g), restoreCmd(g), statusCmd(g), storeCmd(g), benchCmd(g), approveCmd(g))
 	return root
 }
 

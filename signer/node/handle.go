@@ -134,6 +134,9 @@ func (n *Node) handle(ctx context.Context, m inbound, claim *keygenClaim) (ack b
 		n.reject(ctx, res, until, "expired")
 		return
 	}
+	if !n.approved(ctx, req, raw, m.seq, res, until) {
+		return
+	}
 	// One handler per request on this node: a message redelivered while
 	// its first delivery still runs (a keygen longer than the ack wait) is
 	// left to that one.
