@@ -72,7 +72,6 @@ type pending struct {
 	coll     *attest.Collector
 	msgs     map[uint64]jetstream.Msg // by stream sequence
 	w        *waiter                  // nil: for the callback
-	since    time.Time                // created: the first result, or the waiter
 	deadline time.Time                // decided TIMEOUT then, if still undecided
 	sub      *submitted               // nil: a request this client did not send (or sent before a restart)
 	real     bool                     // a result other than REPLAYED came

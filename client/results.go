@@ -167,8 +167,7 @@ func (c *Client) startKeeper() {
 // sent is decided by its deadline (expires_at plus the grace); for one it
 // did not send the hold runs the request TTL from now, its first result.
 func (c *Client) newPending(key reqKey, now time.Time) *pending {
-	p := &pending{key: key, coll: attest.NewCollector(key.op, c.rules), msgs: map[uint64]jetstream.Msg{}, since: now,
-		deadline: now.Add(c.cfg.ttl)}
+	p := &pending{key: key, coll: attest.NewCollector(key.op, c.rules), msgs: map[uint64]jetstream.Msg{}, deadline: now.Add(c.cfg.ttl)}
 	if s := c.submitted[key]; s != nil {
 		p.sub, p.deadline = s, s.deadline
 	}
