@@ -278,29 +278,59 @@ func TestCallbackOncePerRequest(t *testing.T) {
 	}
 }
 
-// A callback request that never gets t+1 results is decided TIMEOUT after
-// the hold (the request TTL), saying what was seen; its result is acked.
+// A callback request that never gets t+1 results is decided TIMEOUT, once,
+// saying what was seen, and its result is acked: a request this client
+// sent at its expiry plus the grace; the results of one it did not send
+// (another process of the client sent it) the request TTL after the first.
 func TestCallbackHoldTimeout(t *testing.T) {
-	ce := newClusterEnv(t, 3)
-	ce.start(t, nil, "node0") // node1 and node2 are down
-	c := ce.client(t, WithRequestTTL(2*time.Second), WithResultAckWait(time.Second))
-	var mu sync.Mutex
-	var got []attest.Decision
-	if err := c.OnSignDecision(func(d attest.Decision) { mu.Lock(); got = append(got, d); mu.Unlock() }); err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name   string
+		ours   bool
+		ttl    time.Duration
+		grace  time.Duration
+		within [2]time.Duration // the decision, after the request is sent (ours) or its first result published
+	}{
+		{"sent by this client", true, 1500 * time.Millisecond, 500 * time.Millisecond, [2]time.Duration{2 * time.Second, 12 * time.Second}},
+		{"sent by another process", false, 1500 * time.Millisecond, time.Hour, [2]time.Duration{1500 * time.Millisecond, 11 * time.Second}},
 	}
-	id, err := c.Sign(ce.ctx, SignParams{WalletID: "w1", KeyType: protocol.KeyTypeEd25519, TxID: "t", Tx: []byte("m")})
-	if err != nil {
-		t.Fatal(err)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ce := newClusterEnv(t, 3)
+			c := ce.client(t, WithRequestTTL(tc.ttl), WithExpiryGrace(tc.grace), WithResultAckWait(time.Second))
+			var mu sync.Mutex
+			var got []attest.Decision
+			if err := c.OnSignDecision(func(d attest.Decision) { mu.Lock(); got = append(got, d); mu.Unlock() }); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			id := "hold-1"
+			if tc.ours {
+				ce.start(t, nil, "node0") // node1 and node2 are down
+				if err := sendOp(ce.ctx, c, protocol.OpSign, id); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				ce.publishLate(t, c, protocol.OpSign, id, "node0")
+			}
+			waitFor(t, 20*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 1 })
+			if at := time.Since(start); at < tc.within[0]-time.Millisecond || at > tc.within[1] {
+				t.Fatalf("decided after %s, want within %v", at, tc.within)
+			}
+			mu.Lock()
+			d := got[0]
+			mu.Unlock()
+			var ae *attest.Error
+			if !errors.As(d.Err, &ae) || ae.Code != protocol.CodeTimeout || d.Result.RequestID != id || !d.Result.IsTimeout ||
+				!strings.HasPrefix(ae.Nodes["node0"], "success") || len(ae.Nodes) != 1 || len(d.Attestations) != 1 {
+				t.Fatalf("decision %+v / %v", d.Result, d.Err)
+			}
+			ce.streamEmpty(t)
+			if s := c.Stats(); s.Delivered != 1 || s.Timeouts != 1 {
+				t.Fatalf("stats %+v", s)
+			}
+		})
 	}
-	waitFor(t, 15*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 1 })
-	d := got[0]
-	var ae *attest.Error
-	if !errors.As(d.Err, &ae) || ae.Code != protocol.CodeTimeout || d.Result.RequestID != id || !d.Result.IsTimeout ||
-		!strings.HasPrefix(ae.Nodes["node0"], "success") || len(ae.Nodes) != 1 {
-		t.Fatalf("decision %+v / %v", d.Result, d.Err)
-	}
-	ce.streamEmpty(t)
 }
 
 // A Wait helper's deadline gives TIMEOUT with what was seen, wrapping the

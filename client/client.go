@@ -32,17 +32,18 @@ type Client struct {
 
 	startMu sync.Mutex // serialises consumer start-up
 
-	mu       sync.Mutex
-	closed   bool
-	handlers map[string]func(attest.Decision)    // op -> callback
-	waiters  map[string]*waiter                  // request_id -> waiter
-	pending  map[reqKey]*pending                 // requests being collected
-	decided  decidedSet                          // requests decided lately: their stragglers are acked
-	running  map[string]jetstream.ConsumeContext // op -> consumer
-	keeping  bool                                // the keeper goroutine runs
-	inflight sync.WaitGroup                      // message handlers and the keeper's callbacks running
-	bg       sync.WaitGroup                      // the keeper goroutine
-	done     chan struct{}                       // closed by Close
+	mu        sync.Mutex
+	closed    bool
+	handlers  map[string]func(attest.Decision)    // op -> callback
+	waiters   map[string]*waiter                  // request_id -> waiter
+	pending   map[reqKey]*pending                 // requests being collected
+	decided   decidedSet                          // requests decided lately: their stragglers are acked
+	submitted map[reqKey]*submitted               // sent by Keygen, Sign, Reshare and undecided: decided by their deadline, results or not
+	running   map[string]jetstream.ConsumeContext // op -> consumer
+	keeping   bool                                // the keeper goroutine runs
+	inflight  sync.WaitGroup                      // message handlers and the keeper's callbacks running
+	bg        sync.WaitGroup                      // the keeper goroutine
+	done      chan struct{}                       // closed by Close
 
 	cbMu map[string]*sync.Mutex // op -> held while its callback runs: one at a time per op
 
@@ -51,6 +52,7 @@ type Client struct {
 	misrouted  atomic.Uint64
 	unclaimed  atomic.Uint64
 	stragglers atomic.Uint64
+	timeouts   atomic.Uint64
 }
 
 // reqKey names one request's results: a Collector gathers those of one key.
@@ -66,12 +68,21 @@ type waiter struct {
 // pending collects the results of one request; its messages stay un-acked
 // until the request is decided.
 type pending struct {
-	key   reqKey
-	coll  *attest.Collector
-	msgs  map[uint64]jetstream.Msg // by stream sequence
-	w     *waiter                  // nil: for the callback
-	since time.Time                // first result (callbacks: the hold runs from here)
-	real  bool                     // a result other than REPLAYED came
+	key      reqKey
+	coll     *attest.Collector
+	msgs     map[uint64]jetstream.Msg // by stream sequence
+	w        *waiter                  // nil: for the callback
+	deadline time.Time                // decided TIMEOUT then, if still undecided
+	sub      *submitted               // nil: a request this client did not send (or sent before a restart)
+	real     bool                     // a result other than REPLAYED came
+	expired  bool                     // decided TIMEOUT by the keeper
+}
+
+// submitted is what the client keeps of a request it sent, to decide it by
+// expires_at plus the grace and to name it in a TIMEOUT no node answered.
+type submitted struct {
+	expires, deadline                  time.Time
+	walletID, txID, keyType, sessionID string
 }
 
 // Stats counts what happened to results.
@@ -89,6 +100,11 @@ type Stats struct {
 	Unclaimed uint64
 	// Stragglers: results of a request already decided, acked.
 	Stragglers uint64
+	// Timeouts: TIMEOUT decisions the client made (counted in Delivered
+	// too): a Wait helper's context ended, or nothing was attested by the
+	// request's expires_at plus the grace (for results of a request this
+	// client did not send: within the request TTL of the first).
+	Timeouts uint64
 }
 
 // New returns a Client that publishes requests on nc, signed by signer
@@ -106,7 +122,8 @@ func New(nc *nats.Conn, signer crypto.Signer, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: signer: %w", err)
 	}
-	cfg := config{logger: slog.Default(), ttl: DefaultRequestTTL, resultAckWait: routing.DefaultResultAckWait}
+	cfg := config{logger: slog.Default(), ttl: DefaultRequestTTL, grace: DefaultExpiryGrace,
+		resultAckWait: routing.DefaultResultAckWait, maxPending: MaxPendingRequests, redecideAfter: redecideAfter}
 	for _, o := range opts {
 		if err := o(&cfg); err != nil {
 			return nil, err
@@ -127,20 +144,21 @@ func New(nc *nats.Conn, signer crypto.Signer, opts ...Option) (*Client, error) {
 		rules.Signers = len(rules.Nodes)/2 + 1
 	}
 	return &Client{
-		js:       js,
-		signer:   signer,
-		keyID:    keyID,
-		clientID: cfg.clientID,
-		nodeKeys: cfg.nodeKeys,
-		rules:    rules,
-		log:      cfg.logger.With("client_id", cfg.clientID, "key_id", keyID),
-		cfg:      cfg,
-		handlers: map[string]func(attest.Decision){},
-		waiters:  map[string]*waiter{},
-		pending:  map[reqKey]*pending{},
-		decided:  newDecidedSet(max(minDecidedFor, 2*cfg.ttl), maxDecided),
-		running:  map[string]jetstream.ConsumeContext{},
-		done:     make(chan struct{}),
+		js:        js,
+		signer:    signer,
+		keyID:     keyID,
+		clientID:  cfg.clientID,
+		nodeKeys:  cfg.nodeKeys,
+		rules:     rules,
+		log:       cfg.logger.With("client_id", cfg.clientID, "key_id", keyID),
+		cfg:       cfg,
+		handlers:  map[string]func(attest.Decision){},
+		waiters:   map[string]*waiter{},
+		pending:   map[reqKey]*pending{},
+		submitted: map[reqKey]*submitted{},
+		decided:   newDecidedSet(max(minDecidedFor, 2*cfg.ttl+cfg.grace), maxDecided),
+		running:   map[string]jetstream.ConsumeContext{},
+		done:      make(chan struct{}),
 		cbMu: map[string]*sync.Mutex{
 			protocol.OpKeygen: {}, protocol.OpSign: {}, protocol.OpReshare: {},
 		},
@@ -167,6 +185,7 @@ func (c *Client) Stats() Stats {
 		Misrouted:  c.misrouted.Load(),
 		Unclaimed:  c.unclaimed.Load(),
 		Stragglers: c.stragglers.Load(),
+		Timeouts:   c.timeouts.Load(),
 	}
 }
 

@@ -39,16 +39,40 @@
 //     stay un-acked until the request is decided and are acked after the
 //     callback returns, so a crash or panic loses nothing: they are
 //     redelivered and decided again (return only once the result is safely
-//     handled; after a crash a result may be delivered again). Results that
-//     arrive after the decision are acked (remembered for at least 10
-//     minutes). A request still undecided the request TTL after its first
-//     result is handed to the callback as a TIMEOUT error result that says
-//     what each node reported.
+//     handled; after a crash a result may be delivered again).
 //   - blocking: CreateWalletAndWait, SignAndWait, ReshareAndWait wait for the
 //     decision on their request_id; an error comes back as a *ResultError
 //     (stable code, what each node reported; it unwraps to the
-//     *attest.Error). At the caller's deadline the error is TIMEOUT,
-//     saying what was seen, wrapped together with ctx.Err().
+//     *attest.Error).
+//
+// Every request a Client sends (Keygen, Sign, Reshare or a Wait helper) is
+// decided exactly once. The Client knows its request_id and expires_at;
+// nodes take a request only until its expires_at. When nothing is attested
+// by then plus a grace for results still in flight (WithExpiryGrace,
+// default 10 s), the Client decides TIMEOUT with the results it has as
+// evidence, possibly none ("no node answered"): the callback gets it, or
+// the Wait helper returns it. A Wait helper also returns TIMEOUT when its
+// context ends first, wrapped together with ctx.Err(); that TIMEOUT is a
+// decision too, and ResultError.ExpiresAt says until when a node may still
+// take the request. Results that arrive after a decision are acked and
+// counted as stragglers (Stats), never delivered to a callback or a Wait
+// helper: the request is remembered as decided for at least 10 minutes
+// (twice the request TTL plus the grace, if longer; at most 65536
+// requests). A success among them is logged at warn level: a ceremony that
+// finished after the TIMEOUT. So a TIMEOUT says that nothing was attested
+// in time, not that nothing was signed. A retry under the same request_id
+// gets REPLAYED from every node that took the first request, and the first
+// one's results only if they arrive after the retry was sent; a retry
+// under a new request_id may sign again.
+//
+// Results of a request this Client did not send (another process of the
+// same client sent it, or this one before a restart) are held for the
+// request TTL (WithRequestTTL) from the first one, then decided TIMEOUT
+// likewise. A request sent while no callback for its op is registered, and
+// still undecided at its deadline, is forgotten: its results, if any, stay
+// in the stream for the callback that takes them. A Client tracks at most
+// MaxPendingRequests (65536) requests sent and undecided; beyond that,
+// sending fails with ErrTooManyPending before anything is published.
 //
 // A result with neither a waiter nor a callback is not acked: it stays in
 // the stream and is redelivered (with a growing delay), so a callback

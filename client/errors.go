@@ -3,6 +3,7 @@ package client
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/hwsigner/signer/attest"
 	"github.com/hwsigner/signer/protocol"
@@ -17,6 +18,9 @@ var (
 	// ErrPendingRequestID: a Wait helper is already waiting for this
 	// request_id.
 	ErrPendingRequestID = errors.New("client: a request with this request_id is already being waited for")
+	// ErrTooManyPending: the Client already has MaxPendingRequests
+	// requests sent and undecided; nothing was published.
+	ErrTooManyPending = errors.New("client: too many undecided requests")
 	// ErrVerify: an independent signature check (VerifyECDSA,
 	// VerifyEd25519, VerifySignResult) failed. It is attest.ErrVerify.
 	ErrVerify = attest.ErrVerify
@@ -25,8 +29,9 @@ var (
 // ResultError is returned by the Wait helpers when the committee's
 // decision is not a success: an error attested by t+1 nodes (any member for
 // keygen), RESULT_MISMATCH (members disagree, or a signature that does not
-// verify), or TIMEOUT at the caller's deadline (then wrapped together with
-// ctx.Err()). It unwraps to the *attest.Error.
+// verify), or TIMEOUT: nothing attested by the request's expires_at plus
+// the grace (WithExpiryGrace), or by the caller's deadline if earlier (then
+// wrapped together with ctx.Err()). It unwraps to the *attest.Error.
 type ResultError struct {
 	RequestID string
 	Code      string // a stable code, see docs/error-codes.md
@@ -34,6 +39,10 @@ type ResultError struct {
 	IsTimeout bool
 	// Nodes: what each node whose result was taken reported.
 	Nodes map[string]string
+	// ExpiresAt is the request's expires_at. Nodes take the request only
+	// until then: a TIMEOUT before it (a caller's deadline) leaves the
+	// request open to them.
+	ExpiresAt time.Time
 
 	err *attest.Error
 }
@@ -52,6 +61,15 @@ func (e *ResultError) Unwrap() error {
 
 // Retryable reports whether sending the request again may succeed.
 func (e *ResultError) Retryable() bool { return protocol.Retryable(e.Code) }
+
+// requestError is resultError of req's decision, with its expires_at.
+func requestError(req protocol.Request, d attest.Decision) error {
+	err := resultError(req.Env().RequestID, d)
+	if re, ok := err.(*ResultError); ok {
+		re.ExpiresAt = req.Env().Expires()
+	}
+	return err
+}
 
 // resultError is the ResultError of a decision (nil for a success).
 func resultError(requestID string, d attest.Decision) error {

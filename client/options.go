@@ -12,6 +12,16 @@ import (
 // DefaultRequestTTL is expires_at - created_at of a request.
 const DefaultRequestTTL = 5 * time.Minute
 
+// DefaultExpiryGrace is how long after a request's expires_at the client
+// still waits for its results before it decides TIMEOUT (WithExpiryGrace).
+const DefaultExpiryGrace = 10 * time.Second
+
+// MaxPendingRequests bounds the requests a Client has sent and not yet
+// decided (for callbacks and Wait helpers together); beyond it Keygen, Sign,
+// Reshare and the Wait helpers fail with ErrTooManyPending, publishing
+// nothing.
+const MaxPendingRequests = 1 << 16
+
 // Option configures a Client.
 type Option func(*config) error
 
@@ -20,8 +30,11 @@ type config struct {
 	nodeKeys      map[string]crypto.PublicKey
 	logger        *slog.Logger
 	ttl           time.Duration
+	grace         time.Duration
 	resultAckWait time.Duration
-	signers       int // 0: a majority of nodeKeys
+	maxPending    int           // MaxPendingRequests; tests lower it
+	redecideAfter time.Duration // redecideAfter; tests lower it
+	signers       int           // 0: a majority of nodeKeys
 }
 
 // WithClientID makes the client use its own result subjects and consumers.
@@ -73,6 +86,25 @@ func WithRequestTTL(d time.Duration) Option {
 			return fmt.Errorf("client: request TTL %s, want (0, %s]", d, protocol.MaxRequestTTL)
 		}
 		c.ttl = d
+		return nil
+	}
+}
+
+// WithExpiryGrace sets how long after a request's expires_at the client
+// still waits for its results before it decides TIMEOUT (default
+// DefaultExpiryGrace, at most an hour; 0 decides at expires_at). Nodes take
+// a request only until its expires_at (by their clocks), but a ceremony
+// they started before may finish, and its results be published and
+// delivered, after it: the grace is for those. A result that comes later
+// still is a straggler: acked, counted, logged, never delivered. It applies
+// to every request this client sends, for the callbacks and the Wait
+// helpers alike.
+func WithExpiryGrace(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 || d > time.Hour {
+			return fmt.Errorf("client: expiry grace %s, want [0, 1h]", d)
+		}
+		c.grace = d
 		return nil
 	}
 }

@@ -81,7 +81,9 @@ func (p ReshareParams) request() protocol.Request {
 }
 
 // CreateWallet submits a keygen request and returns its request_id once
-// JetStream has stored it. The result arrives on OnWalletCreationResult.
+// JetStream has stored it. The result arrives on OnWalletCreationResult: a
+// TIMEOUT when nothing is attested by the request's expires_at plus the
+// grace (see WithExpiryGrace), even when no node answers.
 func (c *Client) CreateWallet(ctx context.Context, walletID string, keyTypes ...string) (string, error) {
 	return c.Keygen(ctx, KeygenParams{WalletID: walletID, KeyTypes: keyTypes})
 }
@@ -92,13 +94,15 @@ func (c *Client) Keygen(ctx context.Context, p KeygenParams) (string, error) {
 }
 
 // Sign submits a signing request and returns its request_id once JetStream
-// has stored it. The result arrives on OnSignResult.
+// has stored it. The result arrives on OnSignResult (a TIMEOUT at the
+// latest at the request's expires_at plus the grace).
 func (c *Client) Sign(ctx context.Context, p SignParams) (string, error) {
 	return c.send(ctx, p.request())
 }
 
 // Reshare submits a resharing request and returns its request_id once
-// JetStream has stored it. The result arrives on OnReshareResult.
+// JetStream has stored it. The result arrives on OnReshareResult (a TIMEOUT
+// at the latest at the request's expires_at plus the grace).
 func (c *Client) Reshare(ctx context.Context, p ReshareParams) (string, error) {
 	return c.send(ctx, p.request())
 }
@@ -116,7 +120,10 @@ func (c *Client) KeygenAndWait(ctx context.Context, p KeygenParams) (*protocol.R
 
 // SignAndWait submits a signing request and waits for its result: t+1
 // identical successes whose signature verifies over p.Tx under the result's
-// pub_key (the wallet key, or the child key of p.DerivationPath).
+// pub_key (the wallet key, or the child key of p.DerivationPath). Like every
+// Wait helper it returns TIMEOUT when nothing is attested by the request's
+// expires_at plus the grace, or when ctx ends first; either way the request
+// is then decided for this Client (its later results are stragglers).
 func (c *Client) SignAndWait(ctx context.Context, p SignParams) (*protocol.Result, error) {
 	return c.submitAndWait(ctx, p.request())
 }
@@ -162,12 +169,24 @@ func walletOf(req protocol.Request) string {
 	return ""
 }
 
-// send prepares and submits req.
+// send prepares, tracks and submits req: the callback gets its decision
+// by its expires_at plus the grace, even when no node answers. A request
+// that could not be published is not tracked (the caller has the error).
 func (c *Client) send(ctx context.Context, req protocol.Request) (string, error) {
 	if err := c.prepare(req); err != nil {
 		return "", err
 	}
-	return c.submit(ctx, req)
+	c.mu.Lock()
+	key, s, err := c.track(req)
+	c.mu.Unlock()
+	if err != nil {
+		return "", err
+	}
+	id, err := c.submit(ctx, req)
+	if err != nil {
+		c.untrack(key, s)
+	}
+	return id, err
 }
 
 // submit signs and publishes a prepared req and waits for the PubAck. The
@@ -209,19 +228,19 @@ func (c *Client) submitAndWait(ctx context.Context, req protocol.Request) (*prot
 	if err := c.ensureConsumer(ctx, op); err != nil {
 		return nil, err
 	}
-	w, err := c.addWaiter(op, id)
+	w, err := c.addWaiter(req)
 	if err != nil {
 		return nil, err
 	}
-	defer c.dropWaiter(id, w)
 	if _, err := c.submit(ctx, req); err != nil {
+		c.releaseWaiter(w)
 		return nil, err
 	}
 	select {
-	case d := <-w.ch:
+	case d := <-w.ch: // the committee's decision, or TIMEOUT at the request's expiry plus the grace
 		return c.waited(req, d)
 	case <-ctx.Done():
-		d, owned := c.dropWaiter(id, w)
+		d, owned := c.giveUp(w)
 		if !owned { // decided just now
 			select {
 			case d := <-w.ch:
@@ -230,8 +249,9 @@ func (c *Client) submitAndWait(ctx context.Context, req protocol.Request) (*prot
 				return nil, fmt.Errorf("client: waiting for the %s result of request %s: %w", op, id, ErrClosed)
 			}
 		}
-		return nil, fmt.Errorf("client: waiting for the %s result of request %s: %w: %w", op, id, ctx.Err(), resultError(id, d))
+		return nil, fmt.Errorf("client: waiting for the %s result of request %s: %w: %w", op, id, ctx.Err(), requestError(req, d))
 	case <-c.done:
+		c.releaseWaiter(w)
 		return nil, fmt.Errorf("client: waiting for the %s result of request %s: %w", op, id, ErrClosed)
 	}
 }
@@ -244,7 +264,7 @@ func (c *Client) submitAndWait(ctx context.Context, req protocol.Request) (*prot
 func (c *Client) waited(req protocol.Request, d attest.Decision) (*protocol.Result, error) {
 	id := req.Env().RequestID
 	if d.Err != nil {
-		return d.Result, resultError(id, d)
+		return d.Result, requestError(req, d)
 	}
 	if err := matches(req, d.Result); err != nil {
 		res := &protocol.Result{Op: d.Result.Op, RequestID: id, ClientID: d.Result.ClientID, KeyID: d.Result.KeyID,
@@ -252,7 +272,7 @@ func (c *Client) waited(req protocol.Request, d attest.Decision) (*protocol.Resu
 		reason := fmt.Sprintf("the attested success (%d nodes) does not fit the request: %v", len(d.Attestations), err)
 		res.SetError(protocol.CodeResultMismatch, reason)
 		c.log.Error("refusing an attested result that does not fit the request", "op", res.Op, "request_id", id, "err", err)
-		return res, resultError(id, attest.Decision{Result: res, Err: &attest.Error{Code: protocol.CodeResultMismatch, Reason: reason}})
+		return res, requestError(req, attest.Decision{Result: res, Err: &attest.Error{Code: protocol.CodeResultMismatch, Reason: reason}})
 	}
 	return d.Result, nil
 }

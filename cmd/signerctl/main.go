@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -27,11 +28,24 @@ import (
 type globals struct {
 	natsURL, keyFile, clientID, clusterFile string
 	timeout                                 time.Duration
-	json                                    bool
+	// ttl: expires_at - created_at of each request (--ttl; 0: --timeout).
+	ttl  time.Duration
+	json bool
+	out  io.Writer // stdout: where results (and, with --json, failed decisions) go
 	// signers: t+1 the client requires (--signers, else the cluster
 	// file's threshold, else the client's default, a majority).
 	signers int
 }
+
+// expiryGrace is how long after a request's expires_at signerctl still
+// waits for results in flight before it reports TIMEOUT (the client's
+// default; tests shorten it).
+var expiryGrace = client.DefaultExpiryGrace
+
+// waitSlack: a request's wait ends with the client's own TIMEOUT at
+// expires_at plus expiryGrace; its context ends waitSlack after that, only
+// a backstop.
+const waitSlack = 5 * time.Second
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -59,20 +73,34 @@ when every node reports the same keys, and a signature or reshare only when
 --signers nodes (t+1; default: the cluster file's "threshold", else a
 majority of the peers) report the same outcome.
 
+A request is valid for the nodes for --ttl (default and at most --timeout):
+no node takes it after its expires_at. signerctl waits for the committee's
+decision until then, plus 10 s for results in flight, and otherwise reports
+TIMEOUT: by then the request has expired for the nodes (by signerctl's
+clock; a ceremony a node started before the expiry may still finish after
+signerctl stopped waiting). A failed or TIMEOUT decision exits non-zero;
+with --json it is also printed on stdout, as an object with "result_type":
+"error", "error_code", "error_reason", "request_id", "nodes" (what each
+node reported), "expires_at" and "expired".
+
 Operator commands work on one node's hardware and store, with the node
 stopped: "token init" (PKCS#11), "init" (create the wrapping and identity
 keys), "identity" (print the identity key for the peers map) and
 "key rotate" / "key rewrap".`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
+			g.out = cmd.OutOrStdout()
+		},
 	}
 	f := root.PersistentFlags()
 	f.StringVar(&g.natsURL, "nats", "", "NATS URL (default: from --cluster)")
 	f.StringVar(&g.keyFile, "key", "", "client private key file, PEM PKCS#8 (default: from --cluster)")
 	f.StringVar(&g.clientID, "client-id", "", "client ID whose result subjects to use (empty: legacy subjects)")
 	f.StringVar(&g.clusterFile, "cluster", ".signerd-dev/cluster.json", "cluster file with the nodes' identity keys")
-	f.DurationVar(&g.timeout, "timeout", 10*time.Minute, "how long to wait for a result")
-	f.BoolVar(&g.json, "json", false, "print results as JSON")
+	f.DurationVar(&g.timeout, "timeout", 10*time.Minute, "how long to wait for a result (bench: the whole run), and the request TTL unless --ttl is given; a wait ends 10 s after the request expired")
+	f.DurationVar(&g.ttl, "ttl", 0, "how long a request stays valid for the nodes (expires_at - created_at; default and at most --timeout): a request still undecided then is reported TIMEOUT and no node takes it any more")
+	f.BoolVar(&g.json, "json", false, "print results, and failed or TIMEOUT decisions, as JSON on stdout")
 	f.IntVar(&g.signers, "signers", 0, "nodes that must report the same sign or reshare outcome: the cluster's threshold, t+1 (default: \"threshold\" from --cluster, else a majority of its peers)")
 	root.AddCommand(walletCmd(g), signCmd(g), reshareCmd(g), verifyCmd(), deriveCmd(), initCmd(), identityCmd(), keyCmd(), tokenCmd(), backupCmd(g), restoreCmd(g), statusCmd(g), storeCmd(g), benchCmd(g), approveCmd(g))
 	return root
@@ -134,7 +162,12 @@ func (g *globals) connect(ctx context.Context) (*client.Client, func(), error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to NATS %s: %w", g.natsURL, err)
 	}
-	opts := []client.Option{client.WithNodeKeys(keys)}
+	ttl, err := g.requestTTL()
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	opts := []client.Option{client.WithNodeKeys(keys), client.WithRequestTTL(ttl), client.WithExpiryGrace(expiryGrace)}
 	if g.signers != 0 {
 		opts = append(opts, client.WithSigners(g.signers))
 	}
@@ -147,6 +180,85 @@ func (g *globals) connect(ctx context.Context) (*client.Client, func(), error) {
 		return nil, nil, err
 	}
 	return cl, func() { _ = cl.Close(); nc.Close() }, nil
+}
+
+// requestTTL is --ttl, or --timeout when not given; never longer than
+// --timeout, so that signerctl never stops waiting while the nodes may
+// still take a request.
+func (g *globals) requestTTL() (time.Duration, error) {
+	switch {
+	case g.timeout <= 0:
+		return 0, fmt.Errorf("--timeout %s: want a positive duration", g.timeout)
+	case g.ttl < 0:
+		return 0, fmt.Errorf("--ttl %s: want a positive duration", g.ttl)
+	case g.ttl == 0:
+		return g.timeout, nil
+	case g.ttl > g.timeout:
+		return 0, fmt.Errorf("--ttl %s is longer than --timeout %s: signerctl would stop waiting while the nodes may still take the request", g.ttl, g.timeout)
+	}
+	return g.ttl, nil
+}
+
+// requestContext bounds the wait for one request sent right after: the
+// client reports TIMEOUT itself at the request's expires_at plus the
+// grace; this context ends waitSlack later, a backstop that never ends a
+// wait before the request has expired.
+func (g *globals) requestContext(parent context.Context) (context.Context, context.CancelFunc, error) {
+	ttl, err := g.requestTTL()
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(parent, ttl+expiryGrace+waitSlack)
+	return ctx, cancel, nil
+}
+
+// errorReport is a failed or TIMEOUT decision as --json prints it.
+type errorReport struct {
+	ResultType  string            `json:"result_type"` // "error"
+	Op          string            `json:"op"`
+	RequestID   string            `json:"request_id"`
+	ErrorCode   string            `json:"error_code"`
+	ErrorReason string            `json:"error_reason"`
+	IsTimeout   bool              `json:"is_timeout"`
+	Retryable   bool              `json:"retryable"`
+	Nodes       map[string]string `json:"nodes"` // what each node reported; {} when none answered
+	ExpiresAt   string            `json:"expires_at,omitempty"`
+	// Expired: the request's expires_at had passed when signerctl gave up
+	// waiting, so no node takes it any more.
+	Expired   bool   `json:"expired"`
+	WalletID  string `json:"wallet_id,omitempty"`
+	TxID      string `json:"tx_id,omitempty"`
+	KeyType   string `json:"key_type,omitempty"`
+	SessionID string `json:"session_id,omitempty"`
+}
+
+// decisionFailed returns err, the error of a Wait helper. With --json, a
+// failed or TIMEOUT decision (a *client.ResultError) is first printed on
+// stdout as an errorReport, completed from base (op and the request's ids).
+func (g *globals) decisionFailed(err error, base errorReport) error {
+	var re *client.ResultError
+	if !g.json || !errors.As(err, &re) {
+		return err
+	}
+	r := base
+	r.ResultType, r.RequestID, r.ErrorCode, r.ErrorReason = protocol.ResultError, re.RequestID, re.Code, re.Reason
+	r.IsTimeout, r.Retryable, r.Nodes = re.IsTimeout, re.Retryable(), re.Nodes
+	if r.Nodes == nil {
+		r.Nodes = map[string]string{}
+	}
+	if !re.ExpiresAt.IsZero() {
+		r.ExpiresAt = re.ExpiresAt.UTC().Format(time.RFC3339Nano)
+		r.Expired = !time.Now().Before(re.ExpiresAt)
+	}
+	_ = json.NewEncoder(g.stdout()).Encode(r)
+	return err
+}
+
+func (g *globals) stdout() io.Writer {
+	if g.out == nil {
+		return os.Stdout
+	}
+	return g.out
 }
 
 func loadKey(path string) (crypto.Signer, error) {
@@ -163,7 +275,7 @@ func loadKey(path string) (crypto.Signer, error) {
 
 func output(g *globals, v any, human func()) error {
 	if g.json {
-		return json.NewEncoder(os.Stdout).Encode(v)
+		return json.NewEncoder(g.stdout()).Encode(v)
 	}
 	human()
 	return nil
@@ -177,24 +289,27 @@ func walletCmd(g *globals) *cobra.Command {
 		Use:   "create",
 		Short: "Create a wallet (threshold keygen) and print its public keys",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
-			defer cancel()
 			if walletID == "" {
 				b := make([]byte, 8)
 				_, _ = rand.Read(b)
 				walletID = "wallet-" + hex.EncodeToString(b)
 			}
-			cl, done, err := g.connect(ctx)
+			cl, done, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer done()
+			ctx, cancel, err := g.requestContext(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer cancel()
 			if !g.json {
 				fmt.Fprintf(os.Stderr, "creating wallet %s (keygen runs on every node; ECDSA takes a while)...\n", walletID)
 			}
 			res, err := cl.KeygenAndWait(ctx, client.KeygenParams{WalletID: walletID, KeyTypes: keyTypes})
 			if err != nil {
-				return err
+				return g.decisionFailed(err, errorReport{Op: protocol.OpKeygen, WalletID: walletID})
 			}
 			return output(g, res, func() {
 				fmt.Printf("wallet %s\n  secp256k1 public key: %s\n  ed25519 public key:   %s\n", res.WalletID, res.ECDSAPubKey, res.EdDSAPubKey)
@@ -234,9 +349,7 @@ func signCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("bad hex: %w", err)
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
-			defer cancel()
-			cl, done, err := g.connect(ctx)
+			cl, done, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -246,9 +359,14 @@ func signCmd(g *globals) *cobra.Command {
 				_, _ = rand.Read(b)
 				txID = "tx-" + hex.EncodeToString(b)
 			}
-			res, err := cl.SignAndWait(ctx, client.SignParams{WalletID: walletID, KeyType: keyType, TxID: txID, Tx: tx, DerivationPath: path})
+			ctx, cancel, err := g.requestContext(cmd.Context())
 			if err != nil {
 				return err
+			}
+			defer cancel()
+			res, err := cl.SignAndWait(ctx, client.SignParams{WalletID: walletID, KeyType: keyType, TxID: txID, Tx: tx, DerivationPath: path})
+			if err != nil {
+				return g.decisionFailed(err, errorReport{Op: protocol.OpSign, WalletID: walletID, TxID: txID, KeyType: keyType})
 			}
 			return output(g, res, func() {
 				fmt.Printf("signature (%s, wallet %s, tx %s): %s\n", keyType, walletID, txID, res.Signature)

@@ -1,16 +1,15 @@
 package main
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/hwsigner/signer/client"
+	"github.com/hwsigner/signer/protocol"
 	"github.com/hwsigner/signer/signer/config"
 )
 
@@ -45,22 +44,21 @@ committee as it was. The result arrives on mpc.mpc_reshare_result[.<clientID>].<
 				}
 				sessionID = "reshare-" + hex.EncodeToString(b)
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
-			defer cancel()
-			cl, done, err := g.connect(ctx)
+			cl, done, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer done()
+			ctx, cancel, err := g.requestContext(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer cancel()
 			res, err := cl.ReshareAndWait(ctx, client.ReshareParams{
 				WalletID: walletID, KeyType: keyType, SessionID: sessionID, NodeIDs: ids, NewThreshold: need.TSSThreshold(),
 			})
 			if err != nil {
-				var re *client.ResultError
-				if errors.As(err, &re) && g.json {
-					_ = output(g, map[string]any{"result_type": "error", "error_code": re.Code, "error_reason": re.Reason, "request_id": re.RequestID, "session_id": sessionID, "nodes": re.Nodes}, func() {})
-				}
-				return err
+				return g.decisionFailed(err, errorReport{Op: protocol.OpReshare, WalletID: walletID, KeyType: keyType, SessionID: sessionID})
 			}
 			return output(g, res, func() {
 				fmt.Printf("reshared %s key of wallet %s to %v, %d-of-%d (session %s)\n  public key (unchanged): %s\n",

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hwsigner/signer/keyfile"
 	"github.com/hwsigner/signer/routing/natstest"
@@ -51,7 +52,7 @@ func TestSignersFromClusterFile(t *testing.T) {
 			b, _ := json.Marshal(clusterFile{NATSURL: srv.ClientURL(), ClientKey: keyPath, Peers: peers, Threshold: tc.threshold})
 			path := filepath.Join(dir, fmt.Sprintf("cluster%d.json", i))
 			writeTestFile(t, path, string(b))
-			g := &globals{clusterFile: path, signers: tc.flag}
+			g := &globals{clusterFile: path, signers: tc.flag, timeout: time.Minute}
 			cl, done, err := g.connect(context.Background())
 			if tc.wantErrSubstr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErrSubstr) {
