@@ -35,13 +35,14 @@ func (c *Client) PrepareReshare(p ReshareParams) (*protocol.ReshareRequest, erro
 
 // SubmitApproved attaches approvals to a prepared request (replacing any it
 // had) and submits it unchanged otherwise; it returns the request_id once
-// JetStream has stored it. The result arrives on the op's callback.
+// JetStream has stored it. The result arrives on the op's callback, which
+// gets a decision by the request's expiry plus the grace, as for Sign.
 func (c *Client) SubmitApproved(ctx context.Context, req protocol.Request, approvals []protocol.Approval) (string, error) {
 	if err := checkPrepared(req); err != nil {
 		return "", err
 	}
 	req.Env().Approvals = approvals
-	return c.submit(ctx, req)
+	return c.trackAndSubmit(ctx, req)
 }
 
 // SubmitApprovedAndWait is SubmitApproved, then waits for the committee's
@@ -51,35 +52,7 @@ func (c *Client) SubmitApprovedAndWait(ctx context.Context, req protocol.Request
 		return nil, err
 	}
 	req.Env().Approvals = approvals
-	op, id := req.Operation(), req.Env().RequestID
-	if err := c.ensureConsumer(ctx, op); err != nil {
-		return nil, err
-	}
-	w, err := c.addWaiter(op, id)
-	if err != nil {
-		return nil, err
-	}
-	defer c.dropWaiter(id, w)
-	if _, err := c.submit(ctx, req); err != nil {
-		return nil, err
-	}
-	select {
-	case d := <-w.ch:
-		return c.waited(req, d)
-	case <-ctx.Done():
-		d, owned := c.dropWaiter(id, w)
-		if !owned { // decided just now
-			select {
-			case d := <-w.ch:
-				return c.waited(req, d)
-			case <-c.done:
-				return nil, fmt.Errorf("client: waiting for the %s result of request %s: %w", op, id, ErrClosed)
-			}
-		}
-		return nil, fmt.Errorf("client: waiting for the %s result of request %s: %w: %w", op, id, ctx.Err(), resultError(id, d))
-	case <-c.done:
-		return nil, fmt.Errorf("client: waiting for the %s result of request %s: %w", op, id, ErrClosed)
-	}
+	return c.awaitSubmit(ctx, req)
 }
 
 // prepareApproved fills what prepare does and the op and key_id the

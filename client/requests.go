@@ -176,6 +176,11 @@ func (c *Client) send(ctx context.Context, req protocol.Request) (string, error)
 	if err := c.prepare(req); err != nil {
 		return "", err
 	}
+	return c.trackAndSubmit(ctx, req)
+}
+
+// trackAndSubmit is send of a prepared request.
+func (c *Client) trackAndSubmit(ctx context.Context, req protocol.Request) (string, error) {
 	c.mu.Lock()
 	key, s, err := c.track(req)
 	c.mu.Unlock()
@@ -224,6 +229,11 @@ func (c *Client) submitAndWait(ctx context.Context, req protocol.Request) (*prot
 	if err := c.prepare(req); err != nil {
 		return nil, err
 	}
+	return c.awaitSubmit(ctx, req)
+}
+
+// awaitSubmit is submitAndWait of a prepared request.
+func (c *Client) awaitSubmit(ctx context.Context, req protocol.Request) (*protocol.Result, error) {
 	op, id := req.Operation(), req.Env().RequestID
 	if err := c.ensureConsumer(ctx, op); err != nil {
 		return nil, err
