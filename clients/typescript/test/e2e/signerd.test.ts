@@ -149,6 +149,24 @@ describe("signerd dev end to end", { timeout: 900_000 }, () => {
     assert.equal(b.stats().delivered + b.stats().dropped + b.stats().misrouted, 0);
   });
 
+  test("the README's quick start runs against this cluster", async () => {
+    const { spawn } = await import("node:child_process");
+    const out: Buffer[] = [];
+    const p = spawn(process.execPath, [join(cluster.root, "clients", "typescript", "examples", "quickstart.mjs")], {
+      env: { ...process.env, SIGNERD_DIR: join(cluster.dir, "dev") },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    p.stdout.on("data", (c: Buffer) => out.push(c));
+    p.stderr.on("data", (c: Buffer) => out.push(c));
+    const t = setTimeout(() => p.kill("SIGKILL"), 180_000);
+    const code = await new Promise<number | null>((r) => p.on("exit", r));
+    clearTimeout(t);
+    const text = Buffer.concat(out).toString();
+    assert.equal(code, 0, text);
+    assert.match(text, /quickstart: OK/);
+    assert.match(text, /error UNKNOWN_WALLET retryable: false/);
+  });
+
   describe("through signer-relay", () => {
     const token = crypto.randomBytes(24).toString("hex");
     const secret = "whsec_" + crypto.randomBytes(32).toString("base64");
@@ -175,7 +193,7 @@ describe("signerd dev end to end", { timeout: 900_000 }, () => {
         streams: { storage: "memory", history_max_age: "1h", history_duplicates: "30m" },
         cluster: { peers: info.peers, signers: info.threshold, hold: "3m" },
         clients: {
-          demo: {
+          relay: {
             token_source: "file:" + join(cluster.dir, "relay.token"),
             public_keys: [pub],
             nats: { url: info.nats_url },
@@ -190,7 +208,7 @@ describe("signerd dev end to end", { timeout: 900_000 }, () => {
         if (cluster.relay!.p.exitCode !== null) throw new Error("signer-relay exited:\n" + cluster.relay!.tail());
         return (await fetch(base + "/readyz")).status === 200 || undefined;
       });
-      relay = new RelayClient({ baseUrl: base, token, signer: clientKeyPem, clientId: "demo", nodeKeys: info.peers, signers: info.threshold });
+      relay = new RelayClient({ baseUrl: base, token, signer: clientKeyPem, clientId: "relay", nodeKeys: info.peers, signers: info.threshold });
     });
 
     after(async () => {
@@ -226,13 +244,13 @@ describe("signerd dev end to end", { timeout: 900_000 }, () => {
         break;
       }
       const hook = await until("the webhook of the sign decision", 120_000, () => hooks.find((h) => h.decision.result.request_id === id));
-      assert.equal(hook.id, `decision.demo.sign.${id}.${relay.keyId}`);
+      assert.equal(hook.id, `decision.relay.sign.${id}.${relay.keyId}`);
       assert.equal(hook.decision.attestations.length, 2);
       assert.equal(relay.rejected, 0);
     });
 
     test("a request the relay refuses: typed error", async () => {
-      const bad = new RelayClient({ baseUrl: (relay as unknown as { base: string }).base, token: "wrong", signer: clientKeyPem, clientId: "demo", nodeKeys: cluster.info!.peers });
+      const bad = new RelayClient({ baseUrl: (relay as unknown as { base: string }).base, token: "wrong", signer: clientKeyPem, clientId: "relay", nodeKeys: cluster.info!.peers });
       await assert.rejects(bad.createWallet(rid("x")), (e: unknown) => (e as { status: number }).status === 401 && (e as { code: string }).code === "UNAUTHENTICATED");
     });
   });
