@@ -103,7 +103,7 @@ export class Cluster {
     const dev = join(this.dir, "dev");
     this.signerd = start(
       this.bin("signerd"),
-      ["dev", "--nodes", "3", "--threshold", "2", "--dir", dev, "--client-ids", "demo,svcA,svcB,relay", "--test-preparams", join(this.root, "testdata", "preparams.json")],
+      ["dev", "--nodes", "3", "--threshold", "2", "--dir", dev, "--client-ids", "demo,svcA,svcB,relay,", "--test-preparams", join(this.root, "testdata", "preparams.json")],
       join(this.dir, "signerd.log"),
       this.dir,
     );

@@ -95,6 +95,32 @@ describe("signerd dev end to end", { timeout: 900_000 }, () => {
     );
   });
 
+  test("a wait that ends before the committee decides is TIMEOUT; the late result still reaches the callback", async () => {
+    const tx = new Uint8Array(crypto.createHash("sha256").update("late").digest());
+    const requestId = rid("late");
+    await assert.rejects(
+      a.signAndWait({ walletId: wallet, keyType: "secp256k1", txId: "late1", tx, requestId }, { timeoutMs: 1 }),
+      (e: unknown) => e instanceof ResultError && e.code === "TIMEOUT" && e.isTimeout && e.retryable,
+    );
+    const d = await until("the late decision on the callback", 120_000, () => aCallback.find((x) => x.result.request_id === requestId));
+    assert.equal(d.error, undefined);
+    verifySignResult(d.result, fromHex(walletRes.ecdsa_pub_key!), tx);
+  });
+
+  test("a legacy client (no clientId) gets its attested results on the legacy subjects", async () => {
+    const legacy = new Client({ nc, signer: clientKeyPem, nodeKeys: cluster.info!.peers, signers: cluster.info!.threshold });
+    try {
+      await assert.rejects(
+        legacy.signAndWait({ walletId: rid("nowallet"), keyType: "secp256k1", txId: "t1", tx: new Uint8Array(32) }, WAIT),
+        (e: unknown) => e instanceof ResultError && e.code === "UNKNOWN_WALLET",
+      );
+      const jsm = await jetstreamManager(nc);
+      assert.equal((await jsm.consumers.info("MPC_RESULTS", "mpc_signing_result")).config.filter_subject, "mpc.mpc_signing_result.complete");
+    } finally {
+      await legacy.close();
+    }
+  });
+
   test("forged results are refused; the genuine ones decide", async () => {
     const js = jetstream(nc);
     const forger = crypto.generateKeyPairSync("ec", { namedCurve: "P-256" });
@@ -175,6 +201,8 @@ describe("signerd dev end to end", { timeout: 900_000 }, () => {
     let relay: RelayClient;
     let relayWallet: Result;
     const rwallet = rid("tsr");
+    const p256Key = crypto.generateKeyPairSync("ec", { namedCurve: "P-256" });
+    const p256Pem = p256Key.privateKey.export({ type: "pkcs8", format: "pem" }).toString();
 
     before(async () => {
       const info = cluster.info!;
@@ -195,7 +223,7 @@ describe("signerd dev end to end", { timeout: 900_000 }, () => {
         clients: {
           relay: {
             token_source: "file:" + join(cluster.dir, "relay.token"),
-            public_keys: [pub],
+            public_keys: [pub, p256Key.publicKey.export({ type: "spki", format: "pem" }).toString()],
             nats: { url: info.nats_url },
             webhook: { url: `http://127.0.0.1:${hookPort}/hook`, secret_source: "file:" + join(cluster.dir, "relay.whsec"), initial_backoff: "200ms", max_backoff: "2s" },
           },
@@ -247,6 +275,18 @@ describe("signerd dev end to end", { timeout: 900_000 }, () => {
       assert.equal(hook.id, `decision.relay.sign.${id}.${relay.keyId}`);
       assert.equal(hook.decision.attestations.length, 2);
       assert.equal(relay.rejected, 0);
+    });
+
+    test("a P-256 client key's request verifies at the relay (the Go verifier); another key's is INVALID_SIGNATURE", async () => {
+      // signerd dev's policy knows only its Ed25519 client key, so the nodes drop this request unanswered;
+      // the relay (Go, protocol.VerifyRequest) checks the TypeScript P-256 signature and stores it (202).
+      const base = (relay as unknown as { base: string }).base;
+      const p256 = new RelayClient({ baseUrl: base, token, signer: p256Pem, clientId: "relay", nodeKeys: cluster.info!.peers });
+      const id = await p256.createWallet(rid("p256"));
+      assert.match(id, /^[0-9a-f]{32}$/);
+      const other = crypto.generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey.export({ type: "pkcs8", format: "pem" }).toString();
+      const stranger = new RelayClient({ baseUrl: base, token, signer: other, clientId: "relay", nodeKeys: cluster.info!.peers });
+      await assert.rejects(stranger.createWallet(rid("p256")), (e: unknown) => (e as { status: number }).status === 403 && (e as { code: string }).code === "INVALID_SIGNATURE");
     });
 
     test("a request the relay refuses: typed error", async () => {
