@@ -260,6 +260,7 @@ export class Client {
   }
 
   private waited(op: Op, requestId: string, p: KeygenParams | SignParams | ReshareParams, d: Decision, opts: SignWaitOptions): Result {
+    if (d.error?.code === "CLOSED") throw new ClosedError();
     if (d.error) throw new ResultError(requestId, d.error.code, d.error.reason, d.error.nodes);
     const res = d.result;
     try {
