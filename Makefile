@@ -86,4 +86,4 @@ dist:
 	GO=$(GO) bash scripts/dist.sh
 
 clean:
-	rm -rf bin dist .demo
+	rm -rf bin dist .demo clients/typescript/dist
