@@ -3,7 +3,7 @@ GO ?= go
 # time (-p 1): the ECDSA keygen tests are CPU-bound and would starve each other.
 TEST_TIMEOUT ?= 18m
 
-.PHONY: all build test chaos load vet fmt fixtures deps demo bench dist clean
+.PHONY: all build test ts-test vectors chaos load vet fmt fixtures deps demo bench dist clean
 
 all: build
 
@@ -22,8 +22,22 @@ vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)
 
-test: deps vet
+test: deps vet ts-test
 	$(GO) test -count=1 -p 1 -timeout $(TEST_TIMEOUT) ./...
+
+# The TypeScript client (clients/typescript): unit tests on the shared vectors
+# of testdata/vectors, then end to end against `signerd dev` and
+# `signer-relay` built from this tree (about a minute). `npm ci` installs the
+# locked packages when node_modules is missing (a clean clone).
+NPM ?= npm
+ts-test:
+	cd clients/typescript && { test -d node_modules || $(NPM) ci --no-audit --no-fund; } && GO=$(GO) $(NPM) test
+
+# Regenerate testdata/vectors after a change of the wire format (the Go tests
+# and the TypeScript tests read them; protocol's TestVectorsUpToDate fails
+# when they are stale).
+vectors:
+	$(GO) run ./cmd/gentestvectors -out testdata/vectors
 
 # Faults under load: 3 signerd processes, 2 clients x 150 sign requests, one
 # node killed with SIGKILL and restarted, the NATS server restarted; every
@@ -72,4 +86,4 @@ dist:
 	GO=$(GO) bash scripts/dist.sh
 
 clean:
-	rm -rf bin dist .demo
+	rm -rf bin dist .demo clients/typescript/dist

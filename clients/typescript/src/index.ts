@@ -1,0 +1,13 @@
+export * from "./errors.js";
+export * from "./canonical.js";
+export * from "./keys.js";
+export * from "./request.js";
+export * from "./result.js";
+export * from "./attest.js";
+export * from "./hd.js";
+export * from "./routing.js";
+export * from "./client.js";
+export * from "./relay.js";
+export * from "./webhook.js";
+export * from "./delivery.js";
+export { toHex, fromHex, toBase64, fromBase64, utf8 } from "./bytes.js";
