@@ -17,6 +17,8 @@ export const ErrorCodes = [
   "NO_PREPARAMS",
   "RESULT_MISMATCH",
   "PEER_EQUIVOCATED",
+  "APPROVAL_REQUIRED",
+  "APPROVAL_INVALID",
 ] as const;
 
 export type ErrorCode = (typeof ErrorCodes)[number];
