@@ -42,8 +42,11 @@ func (r *Relay) deliverWebhooks(ctx context.Context, cs *clientState, wg *sync.W
 		}
 		wg.Add(1)
 		go func() {
-			defer func() { <-sem; wg.Done() }()
-			r.deliverOne(ctx, cs, m)
+			defer wg.Done()
+			var once sync.Once
+			release := func() { once.Do(func() { <-sem }) }
+			defer release()
+			r.deliverOne(ctx, cs, m, release)
 		}()
 	}, jetstream.PullMaxMessages(w.Concurrency), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		r.log.Debug("webhook consumer", "client_id", cs.id, "err", err)
@@ -63,7 +66,10 @@ func webhookID(m jetstream.Msg, md *jetstream.MsgMetadata) string {
 	return "relay-seq-" + strconv.FormatUint(md.Sequence.Stream, 10)
 }
 
-func (r *Relay) deliverOne(ctx context.Context, cs *clientState, m jetstream.Msg) {
+// deliverOne makes one delivery attempt of m. release frees its
+// concurrency slot: called once the POST is answered, so the ack's round
+// trip does not hold back the next delivery.
+func (r *Relay) deliverOne(ctx context.Context, cs *clientState, m jetstream.Msg, release func()) {
 	md, err := m.Metadata()
 	if err != nil {
 		r.log.Error("webhook: message without metadata", "client_id", cs.id, "err", err)
@@ -80,6 +86,7 @@ func (r *Relay) deliverOne(ctx context.Context, cs *clientState, m jetstream.Msg
 	}
 	start := time.Now()
 	err = cs.webhook.post(ctx, id, m.Data())
+	release()
 	if ctx.Err() != nil {
 		return // stopping: the message is redelivered to the next run
 	}

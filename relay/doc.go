@@ -31,7 +31,12 @@
 // results are acked only after the history stored it, so a crash between
 // the two stores it once (within the history's dedup window, 24 h by
 // default) and a crash before loses nothing (JetStream redelivers, the next
-// run collects again). A request undecided after cluster.hold is decided
+// run collects again). Node results are verified on every core, and the
+// copy into the history is pipelined: each decision is published
+// asynchronously as soon as it is made, at most 256 awaiting their PubAck,
+// and its node results are acked once its PubAck has come (a burst costs
+// about one round trip, not one per decision; a lost ack only redelivers a
+// result that is then dropped as a straggler or deduplicated). A request undecided after cluster.hold is decided
 // TIMEOUT; results after a decision are acked and dropped. MPC_RESULTS
 // being a work queue, only one reader can own a client's results; the
 // limits-retention history lets three channels read the decisions
