@@ -30,6 +30,10 @@ const (
 	DefaultMaxBackoff     = 5 * time.Minute
 	DefaultConcurrency    = 8
 	DefaultPublishTimeout = 5 * time.Second
+	// WebSocket defaults (GET /v1/ws).
+	DefaultWSSendQueue    = 256
+	DefaultWSPingInterval = 20 * time.Second
+	DefaultWSWriteTimeout = 10 * time.Second
 	// DefaultHold: how long the relay collects the node results of one
 	// request before it decides an undecided request as TIMEOUT (twice the
 	// Go client's default request TTL, so that a request still running on
@@ -66,10 +70,27 @@ type Config struct {
 		HistoryDuplicates time.Duration `yaml:"history_duplicates"`
 		DLQMaxAge         time.Duration `yaml:"dlq_max_age"`
 	} `yaml:"streams"`
+	// WebSocket bounds each GET /v1/ws connection.
+	WebSocket WebSocketConfig `yaml:"websocket"`
 	// Cluster names the signer nodes whose results the relay attests
 	// before anything reaches a webhook, SSE or long poll. Required.
 	Cluster ClusterConfig            `yaml:"cluster"`
 	Clients map[string]*ClientConfig `yaml:"clients"`
+}
+
+// WebSocketConfig bounds the WebSocket connections (GET /v1/ws).
+type WebSocketConfig struct {
+	// SendQueue: decisions waiting to be written to one connection. A
+	// reader that leaves it full for WriteTimeout is disconnected (close
+	// code 1008): a slow reader never grows the relay's memory. It reconnects with
+	// ?after=<last cursor> and loses nothing.
+	SendQueue int `yaml:"send_queue"`
+	// PingInterval: how often the relay pings; a peer that does not answer
+	// within WriteTimeout is disconnected.
+	PingInterval time.Duration `yaml:"ping_interval"`
+	// WriteTimeout bounds one write (a message or a ping); a write that
+	// takes longer disconnects the peer as a slow reader.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
 }
 
 // ClusterConfig is what the relay needs to attest results exactly like the
@@ -162,6 +183,15 @@ func (c *Config) Check() error {
 	}
 	if c.PublishTimeout <= 0 {
 		c.PublishTimeout = DefaultPublishTimeout
+	}
+	if c.WebSocket.SendQueue <= 0 {
+		c.WebSocket.SendQueue = DefaultWSSendQueue
+	}
+	if c.WebSocket.PingInterval <= 0 {
+		c.WebSocket.PingInterval = DefaultWSPingInterval
+	}
+	if c.WebSocket.WriteTimeout <= 0 {
+		c.WebSocket.WriteTimeout = DefaultWSWriteTimeout
 	}
 	if c.NATS.URL == "" {
 		return errors.New("config: nats.url missing")

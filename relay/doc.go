@@ -54,12 +54,18 @@
 //     relay.replay.<clientID>, which only the webhook consumer reads, and
 //     deletes them from RELAY_DLQ; a replay that fails again is
 //     dead-lettered again max_age after the replay.
-//   - SSE and long polling: the cursor is the RELAY_RESULTS stream sequence;
+//   - SSE, WebSocket (GET /v1/ws) and long polling: the cursor is the
+//     RELAY_RESULTS stream sequence;
 //     an ordered consumer filtered to relay.results.<clientID> starts after
 //     it. Sequences are totally ordered and never reused, so resuming from
 //     the last id seen loses and repeats nothing, across relay restarts too
 //     (the state is in JetStream, not in the relay). Decisions older than
-//     history_max_age are gone from the history.
+//     history_max_age are gone from the history. A WebSocket connection
+//     (github.com/coder/websocket) sends each decision as a long-poll item
+//     with its cursor, pings every websocket.ping_interval and holds at
+//     most websocket.send_queue decisions (plus 64 fetched ahead): a
+//     reader that leaves the queue full for websocket.write_timeout is
+//     disconnected with close code 1008 and resumes with ?after=.
 //
 // Everything the relay must not lose lives in JetStream, so a relay killed
 // at any point restarts without loss: unacked messages are redelivered.

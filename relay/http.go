@@ -15,6 +15,7 @@ import (
 //	POST /v1/reshare   resharing request                   -> 202
 //	GET  /v1/events    Server-Sent Events of results (Last-Event-ID resumes)
 //	GET  /v1/results   long polling (?after=CURSOR&wait=30s&limit=100)
+//	GET  /v1/ws        WebSocket stream of results (?after=CURSOR resumes)
 //	GET  /healthz      the process is up
 //	GET  /readyz       NATS connected and streams/consumers set up
 //	GET  /metrics      Prometheus
@@ -25,6 +26,7 @@ func (r *Relay) Handler() http.Handler {
 	mux.Handle("/v1/reshare", r.handleSubmit(protocol.OpReshare))
 	mux.HandleFunc("/v1/events", r.handleEvents)
 	mux.HandleFunc("/v1/results", r.handleResults)
+	mux.HandleFunc("/v1/ws", r.handleWS)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

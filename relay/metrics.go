@@ -18,6 +18,8 @@ type Metrics struct {
 	latency     *prometheus.HistogramVec
 	attempt     *prometheus.HistogramVec
 	streams     prometheus.Gauge
+	ws          prometheus.Gauge
+	wsClosed    *prometheus.CounterVec
 }
 
 // NewMetrics registers the relay's collectors (and the Go and process
@@ -63,8 +65,16 @@ func NewMetrics() *Metrics {
 			Name: "signer_relay_sse_streams",
 			Help: "Open Server-Sent Events streams.",
 		}),
+		ws: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "signer_relay_ws_connections",
+			Help: "Open WebSocket connections (GET /v1/ws).",
+		}),
+		wsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "signer_relay_ws_disconnects_total",
+			Help: "WebSocket connections ended by the relay or the peer, by reason: slow_reader (send queue full or a write timed out), ping_timeout, peer (closed by the client), history (the history became unreachable), shutdown.",
+		}, []string{"client_id", "reason"}),
 	}
-	m.Registry.MustRegister(m.requests, m.forwarded, m.decisions, m.deliveries, m.retries, m.deadLetters, m.latency, m.attempt, m.streams,
+	m.Registry.MustRegister(m.requests, m.forwarded, m.decisions, m.deliveries, m.retries, m.deadLetters, m.latency, m.attempt, m.streams, m.ws, m.wsClosed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
