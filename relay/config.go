@@ -143,13 +143,23 @@ type ClientConfig struct {
 // WebhookConfig turns on Standard Webhooks delivery for a client.
 type WebhookConfig struct {
 	URL string `yaml:"url"`
-	// SecretSource yields "whsec_<base64>".
-	SecretSource   string        `yaml:"secret_source"`
-	Timeout        time.Duration `yaml:"timeout"`
-	MaxAge         time.Duration `yaml:"max_age"`
-	InitialBackoff time.Duration `yaml:"initial_backoff"`
-	MaxBackoff     time.Duration `yaml:"max_backoff"`
-	Concurrency    int           `yaml:"concurrency"`
+	// SecretSource yields "whsec_<base64>": symmetric signatures "v1,"
+	// (HMAC-SHA256). Optional when SigningKeySource is set.
+	SecretSource string `yaml:"secret_source"`
+	// PreviousSecretSource: the secret being rotated out. Until
+	// PreviousSecretUntil each delivery carries a "v1," signature under
+	// both secrets, so receivers can switch at any time in the overlap.
+	PreviousSecretSource string    `yaml:"previous_secret_source"`
+	PreviousSecretUntil  time.Time `yaml:"previous_secret_until"`
+	// SigningKeySource yields "whsk_<base64>" (an Ed25519 seed of 32 bytes
+	// or private key of 64): asymmetric signatures "v1a,". Receivers get
+	// the public key ("whpk_<base64>") from GET /v1/webhook-key.
+	SigningKeySource string        `yaml:"signing_key_source"`
+	Timeout          time.Duration `yaml:"timeout"`
+	MaxAge           time.Duration `yaml:"max_age"`
+	InitialBackoff   time.Duration `yaml:"initial_backoff"`
+	MaxBackoff       time.Duration `yaml:"max_backoff"`
+	Concurrency      int           `yaml:"concurrency"`
 }
 
 // ParseConfig decodes a YAML config strictly (unknown keys are errors),
@@ -313,8 +323,14 @@ func (w *WebhookConfig) check(where string) error {
 	if u.User != nil {
 		return fmt.Errorf("config: %s.url must not carry credentials", where)
 	}
-	if w.SecretSource == "" {
-		return fmt.Errorf("config: %s.secret_source missing (file:/path, env:NAME or cred:NAME)", where)
+	if w.SecretSource == "" && w.SigningKeySource == "" {
+		return fmt.Errorf("config: %s: secret_source or signing_key_source missing (file:/path, env:NAME or cred:NAME)", where)
+	}
+	if (w.PreviousSecretSource == "") != w.PreviousSecretUntil.IsZero() {
+		return fmt.Errorf("config: %s.previous_secret_source and previous_secret_until go together", where)
+	}
+	if w.PreviousSecretSource != "" && w.SecretSource == "" {
+		return fmt.Errorf("config: %s.previous_secret_source without secret_source", where)
 	}
 	if w.Timeout <= 0 {
 		w.Timeout = DefaultWebhookTimeout

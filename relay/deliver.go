@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -84,6 +85,15 @@ func (r *Relay) deliverOne(ctx context.Context, cs *clientState, m jetstream.Msg
 		_ = m.Term()
 		return
 	}
+	if cs.webhook.gone.Load() {
+		// The endpoint answered 410 Gone: nothing more is posted to it
+		// until the relay restarts; each delivery is dead-lettered at once
+		// (signer-relay dlq replay sends them once the URL is fixed).
+		release()
+		r.m.deliveries.WithLabelValues(cs.id, "gone").Inc()
+		r.deadLetter(ctx, cs, m, md, id, errGone)
+		return
+	}
 	start := time.Now()
 	err = cs.webhook.post(ctx, id, m.Data())
 	release()
@@ -107,6 +117,15 @@ func (r *Relay) deliverOne(ctx context.Context, cs *clientState, m jetstream.Msg
 	if errors.As(err, &st) {
 		outcome = "http_error"
 	}
+	if st.code == http.StatusGone {
+		if cs.webhook.gone.CompareAndSwap(false, true) {
+			r.m.webhookGone.WithLabelValues(cs.id).Set(1)
+			r.log.Error("webhook endpoint answered 410 Gone: deliveries stopped, each result is dead-lettered until the relay restarts", "client_id", cs.id, "webhook_id", id)
+		}
+		r.m.deliveries.WithLabelValues(cs.id, "gone").Inc()
+		r.deadLetter(ctx, cs, m, md, id, errGone)
+		return
+	}
 	r.m.deliveries.WithLabelValues(cs.id, outcome).Inc()
 	age := time.Since(md.Timestamp)
 	if age >= cs.wcfg.MaxAge {
@@ -114,10 +133,16 @@ func (r *Relay) deliverOne(ctx context.Context, cs *clientState, m jetstream.Msg
 		return
 	}
 	delay := backoff(cs.wcfg.InitialBackoff, cs.wcfg.MaxBackoff, md.NumDelivered)
+	if st.retryAfter > delay { // 429 or 503 with Retry-After: no earlier
+		delay = st.retryAfter
+	}
 	r.m.retries.WithLabelValues(cs.id).Inc()
 	r.log.Info("webhook delivery failed; will retry", "client_id", cs.id, "webhook_id", id, "attempt", md.NumDelivered, "retry_in", delay, "err", err)
 	_ = m.NakWithDelay(delay)
 }
+
+// errGone is the last error of a delivery dead-lettered after a 410.
+var errGone = errors.New("webhook endpoint gone (HTTP 410)")
 
 // backoff returns initial*2^(attempt-1), at most max, with "equal jitter":
 // half the delay fixed, half random.

@@ -43,8 +43,15 @@
 // independently and lets readers come back later:
 //
 //   - Webhooks: a durable consumer per client posts each decision, signed
-//     per Standard Webhooks, and acks only after a 2xx; otherwise
-//     NakWithDelay with exponential backoff and jitter. The first failed
+//     per Standard Webhooks ("v1," HMAC-SHA256 with the whsec_ secret;
+//     during a rotation's overlap, until previous_secret_until, under the
+//     previous secret too; and "v1a," Ed25519 with signing_key_source, its
+//     public key served by GET /v1/webhook-key), and acks only after a
+//     2xx; otherwise NakWithDelay with exponential backoff and jitter, no
+//     sooner than a 429's or 503's Retry-After (at most 1 h). A 410 Gone
+//     stops the client's deliveries until the relay restarts: that result
+//     and every later one are dead-lettered at once, without a POST
+//     (signer_relay_webhook_gone is 1). The first failed
 //     attempt once max_age has passed since the decision was stored (a
 //     time, not an attempt count) moves it to RELAY_DLQ (then acked), with
 //     the webhook-id, the history sequence and the last error. webhook-id

@@ -16,6 +16,7 @@ import (
 //	GET  /v1/events    Server-Sent Events of results (Last-Event-ID resumes)
 //	GET  /v1/results   long polling (?after=CURSOR&wait=30s&limit=100)
 //	GET  /v1/ws        WebSocket stream of results (?after=CURSOR resumes)
+//	GET  /v1/webhook-key  the Ed25519 key that verifies the client's v1a webhook signatures
 //	GET  /healthz      the process is up
 //	GET  /readyz       NATS connected and streams/consumers set up
 //	GET  /metrics      Prometheus
@@ -27,6 +28,7 @@ func (r *Relay) Handler() http.Handler {
 	mux.HandleFunc("/v1/events", r.handleEvents)
 	mux.HandleFunc("/v1/results", r.handleResults)
 	mux.HandleFunc("/v1/ws", r.handleWS)
+	mux.HandleFunc("/v1/webhook-key", r.handleWebhookKey)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -55,4 +57,30 @@ func (r *Relay) authGet(w http.ResponseWriter, req *http.Request) (string, bool)
 		return "", false
 	}
 	return id, true
+}
+
+// webhookKey is the answer of GET /v1/webhook-key.
+type webhookKey struct {
+	ClientID string `json:"client_id"`
+	// Algorithm is "ed25519"; signatures are "v1a,<base64>" entries of the
+	// webhook-signature header, over "<webhook-id>.<webhook-timestamp>.<body>".
+	Algorithm string `json:"algorithm"`
+	// PublicKey is "whpk_<base64 of the 32-byte public key>".
+	PublicKey string `json:"public_key"`
+}
+
+// handleWebhookKey serves GET /v1/webhook-key: the public key of the
+// caller's webhook signing key (Standard Webhooks asymmetric signatures),
+// 404 NO_WEBHOOK_KEY without one.
+func (r *Relay) handleWebhookKey(w http.ResponseWriter, req *http.Request) {
+	clientID, ok := r.authGet(w, req)
+	if !ok {
+		return
+	}
+	cs := r.clients[clientID]
+	if cs.webhook == nil || cs.webhook.publicKey() == "" {
+		writeError(w, http.StatusNotFound, CodeNoWebhookKey, "no webhook signing key is configured for this client")
+		return
+	}
+	writeJSON(w, http.StatusOK, webhookKey{ClientID: clientID, Algorithm: "ed25519", PublicKey: cs.webhook.publicKey()})
 }

@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"bytes"
+	"crypto/ed25519"
 	"encoding/base64"
 	"net/http"
 	"os"
@@ -139,5 +141,51 @@ func TestClusterConfigChecked(t *testing.T) {
 	c, err := ParseConfig([]byte(base + strings.Replace(example, "hold: 10m", "", 1) + "streams: {history_duplicates: 5m}\n"))
 	if err != nil || c.Cluster.Hold != 5*time.Minute {
 		t.Fatalf("default hold: %v %v", c, err)
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for in, want := range map[string]time.Duration{
+		"":      0,
+		"3":     3 * time.Second,
+		" 0 ":   0,
+		"-1":    0,
+		"soon":  0,
+		"99999": maxRetryAfter,
+		now.Add(90 * time.Second).Format(http.TimeFormat): 90 * time.Second,
+		now.Add(-time.Minute).Format(http.TimeFormat):     0,
+	} {
+		if got := parseRetryAfter(in, now); got != want {
+			t.Errorf("Retry-After %q: %s, want %s", in, got, want)
+		}
+	}
+}
+
+func TestWebhookSigningKeyAndConfig(t *testing.T) {
+	seed := bytes.Repeat([]byte{7}, ed25519.SeedSize)
+	k := ed25519.NewKeyFromSeed(seed)
+	for _, s := range []string{"whsk_" + base64.StdEncoding.EncodeToString(seed), "whsk_" + base64.StdEncoding.EncodeToString(k) + "\n"} {
+		got, err := parseSigningKey(s)
+		if err != nil || !got.Equal(k) {
+			t.Fatalf("%v", err)
+		}
+	}
+	bad := append([]byte(nil), k...)
+	bad[40] ^= 1
+	for _, s := range []string{"", "whsec_" + base64.StdEncoding.EncodeToString(seed), "whsk_!!", "whsk_" + base64.StdEncoding.EncodeToString(seed[:16]), "whsk_" + base64.StdEncoding.EncodeToString(bad)} {
+		if _, err := parseSigningKey(s); err == nil {
+			t.Fatalf("%q accepted", s)
+		} else if strings.Contains(err.Error(), base64.StdEncoding.EncodeToString(seed)) {
+			t.Fatalf("the error repeats the key: %v", err)
+		}
+	}
+	w := WebhookConfig{URL: "https://x.example/h", PreviousSecretSource: "env:X"}
+	if err := w.check("w"); err == nil {
+		t.Fatal("previous_secret_source without secret_source or previous_secret_until accepted")
+	}
+	w = WebhookConfig{URL: "https://x.example/h", SigningKeySource: "env:K"}
+	if err := w.check("w"); err != nil {
+		t.Fatalf("a signing key alone: %v", err)
 	}
 }

@@ -40,6 +40,11 @@ type wsEnv struct {
 }
 
 func startWSEnv(t *testing.T, ws relay.WebSocketConfig) *wsEnv {
+	return startSimEnv(t, ws, nil)
+}
+
+// startSimEnv starts the relay after mod (if any) has changed its config.
+func startSimEnv(t *testing.T, ws relay.WebSocketConfig, mod func(dir string, cfg *relay.Config)) *wsEnv {
 	t.Helper()
 	srv := natstest.RunServer(t)
 	_, js := natstest.JetStream(t, srv)
@@ -64,6 +69,9 @@ func startWSEnv(t *testing.T, ws relay.WebSocketConfig) *wsEnv {
 	cfg.NATS.URL = srv.ClientURL()
 	cfg.Streams.Storage = "memory"
 	cfg.Cluster = clusterConfig(t, e.sim.pubs, 2)
+	if mod != nil {
+		mod(dir, &cfg)
+	}
 	e.run = startRelay(t, cfg)
 	e.wsURL = "ws" + strings.TrimPrefix(e.run.srv.URL, "http") + "/v1/ws"
 	rules := attest.Rules{Nodes: []string{"node0", "node1", "node2"}, Signers: 2}
