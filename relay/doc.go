@@ -74,6 +74,10 @@
 //     reader that leaves the queue full for websocket.write_timeout is
 //     disconnected with close code 1008 and resumes with ?after=.
 //
+// The HTTP API (Handler, Routes) is documented in OpenAPI 3.1 in
+// docs/relay-openapi.yaml; TestOpenAPIMatchesHandlers checks every route,
+// status code and response schema there against the real handlers.
+//
 // Everything the relay must not lose lives in JetStream, so a relay killed
 // at any point restarts without loss: unacked messages are redelivered.
 package relay

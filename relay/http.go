@@ -2,6 +2,7 @@ package relay
 
 import (
 	"net/http"
+	"slices"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -21,27 +22,53 @@ import (
 //	GET  /readyz       NATS connected and streams/consumers set up
 //	GET  /metrics      Prometheus
 func (r *Relay) Handler() http.Handler {
+	h := map[string]http.Handler{
+		"/v1/wallets":     r.handleSubmit(protocol.OpKeygen),
+		"/v1/sign":        r.handleSubmit(protocol.OpSign),
+		"/v1/reshare":     r.handleSubmit(protocol.OpReshare),
+		"/v1/events":      http.HandlerFunc(r.handleEvents),
+		"/v1/results":     http.HandlerFunc(r.handleResults),
+		"/v1/ws":          http.HandlerFunc(r.handleWS),
+		"/v1/webhook-key": http.HandlerFunc(r.handleWebhookKey),
+		"/healthz": http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		}),
+		"/readyz": http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			if !r.ready.Load() || !r.natsUp() {
+				writeError(w, http.StatusServiceUnavailable, CodeNATSUnavailable, "not connected to NATS or not set up yet")
+				return
+			}
+			writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		}),
+		"/metrics": promhttp.HandlerFor(r.m.Registry, promhttp.HandlerOpts{}),
+	}
 	mux := http.NewServeMux()
-	mux.Handle("/v1/wallets", r.handleSubmit(protocol.OpKeygen))
-	mux.Handle("/v1/sign", r.handleSubmit(protocol.OpSign))
-	mux.Handle("/v1/reshare", r.handleSubmit(protocol.OpReshare))
-	mux.HandleFunc("/v1/events", r.handleEvents)
-	mux.HandleFunc("/v1/results", r.handleResults)
-	mux.HandleFunc("/v1/ws", r.handleWS)
-	mux.HandleFunc("/v1/webhook-key", r.handleWebhookKey)
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !r.ready.Load() || !r.natsUp() {
-			writeError(w, http.StatusServiceUnavailable, CodeNATSUnavailable, "not connected to NATS or not set up yet")
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
-	})
-	mux.Handle("/metrics", promhttp.HandlerFor(r.m.Registry, promhttp.HandlerOpts{}))
+	for _, rt := range routes {
+		mux.Handle(rt.Path, h[rt.Path])
+	}
 	return mux
 }
+
+// Route is one path of the HTTP API and the method it serves (any other
+// method is 405, except on /healthz, /readyz and /metrics).
+type Route struct{ Method, Path string }
+
+// routes is the API, as docs/relay-openapi.yaml documents it.
+var routes = []Route{
+	{http.MethodPost, "/v1/wallets"},
+	{http.MethodPost, "/v1/sign"},
+	{http.MethodPost, "/v1/reshare"},
+	{http.MethodGet, "/v1/events"},
+	{http.MethodGet, "/v1/results"},
+	{http.MethodGet, "/v1/ws"},
+	{http.MethodGet, "/v1/webhook-key"},
+	{http.MethodGet, "/healthz"},
+	{http.MethodGet, "/readyz"},
+	{http.MethodGet, "/metrics"},
+}
+
+// Routes returns the routes Handler serves.
+func Routes() []Route { return slices.Clone(routes) }
 
 // authGet checks the method (GET) and the bearer token of a read endpoint.
 func (r *Relay) authGet(w http.ResponseWriter, req *http.Request) (string, bool) {

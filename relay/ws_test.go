@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/hwsigner/signer/attest"
 	"github.com/hwsigner/signer/keyfile"
@@ -32,6 +33,8 @@ import (
 // synthetic results) on an embedded JetStream.
 type wsEnv struct {
 	sim    *nodeSim
+	srv    *server.Server
+	ckeys  map[string]ed25519.PrivateKey // the clients' request-signing keys
 	keyIDs map[string]string
 	tokens map[string]string
 	run    *running
@@ -52,7 +55,7 @@ func startSimEnv(t *testing.T, ws relay.WebSocketConfig, mod func(dir string, cf
 		t.Fatal(err)
 	}
 	e := &wsEnv{sim: &nodeSim{js: js, keys: map[string]crypto.Signer{}, pubs: map[string]crypto.PublicKey{}},
-		keyIDs: map[string]string{}, tokens: map[string]string{}}
+		keyIDs: map[string]string{}, tokens: map[string]string{}, ckeys: map[string]ed25519.PrivateKey{}, srv: srv}
 	for _, id := range []string{"node0", "node1", "node2"} {
 		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		e.sim.keys[id], e.sim.pubs[id] = k, k.Public()
@@ -62,6 +65,7 @@ func startSimEnv(t *testing.T, ws relay.WebSocketConfig, mod func(dir string, cf
 	for _, id := range []string{"svcA", "svcB"} {
 		_, k, _ := ed25519.GenerateKey(rand.Reader)
 		e.keyIDs[id], _ = protocol.KeyID(k.Public())
+		e.ckeys[id] = k
 		pem, _ := keyfile.MarshalPublicKeyPEM(k.Public())
 		e.tokens[id] = "tok-" + id + "-" + randHex(16)
 		cfg.Clients[id] = &relay.ClientConfig{TokenSource: "file:" + writeFile(t, dir, id+".tok", e.tokens[id]+"\n"), PublicKeys: []string{pem}}
