@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
@@ -38,12 +39,15 @@ import (
 // results arriving one at a time (SIGNER_BENCH_IDLE, default 50). Three
 // simulated nodes (real node identity keys, signed synthetic results, 2 of
 // 3 sign) publish to MPC_RESULTS on an embedded NATS with file storage, so
-// the numbers are the relay's, not tss-lib's. The native time of a request
+// the numbers are the relay's, not tss-lib's. WebSocket delivery (GET
+// /v1/ws) is measured beside them. The native time of a request
 // is when a core subscription to its result subject has seen the second
 // signer's result: the earliest a native client can decide it. The extra
 // latency of a channel is its arrival time at a local backend (webhook
 // receiver verifying Standard Webhooks signatures, an SSE stream, a long
-// poller) minus that native time.
+// poller) minus that native time. The webhook posts at most
+// SIGNER_BENCH_WEBHOOK_CONCURRENCY (default: webhook.concurrency's default)
+// at a time.
 func TestRelayLatency(t *testing.T) {
 	if os.Getenv("SIGNER_BENCH") != "1" {
 		t.Skip("benchmark: run with SIGNER_BENCH=1 (make bench)")
@@ -56,7 +60,7 @@ func TestRelayLatency(t *testing.T) {
 	idle := b.round(t, "idle", idleN, false)
 	burst := b.round(t, "burst", burstN, true)
 	for _, r := range []roundStats{idle, burst} {
-		for _, ch := range []string{"webhook", "sse", "poll"} {
+		for _, ch := range []string{"webhook", "sse", "ws", "poll"} {
 			d := r.extra[ch]
 			t.Logf("relay latency %-5s %-7s n=%d extra over native: median %7.2fms p99 %7.2fms max %7.2fms",
 				r.name, ch, len(d), ms(pct(d, 50)), ms(pct(d, 99)), ms(d[len(d)-1]))
@@ -109,7 +113,7 @@ func startLatencyBench(t *testing.T) *latencyBench {
 	_, client, _ := ed25519.GenerateKey(rand.Reader)
 	keyID, _ := protocol.KeyID(client.Public())
 	b := &latencyBench{js: js, nodes: map[string]crypto.Signer{}, keyID: keyID,
-		seen:   map[string]map[string]time.Time{"webhook": {}, "sse": {}, "poll": {}},
+		seen:   map[string]map[string]time.Time{"webhook": {}, "sse": {}, "poll": {}, "ws": {}},
 		native: map[string][]time.Time{}, kick: make(chan struct{}, 1)}
 	pubs := map[string]crypto.PublicKey{}
 	for _, id := range []string{"node0", "node1", "node2"} {
@@ -144,7 +148,8 @@ func startLatencyBench(t *testing.T) *latencyBench {
 		Webhook: &relay.WebhookConfig{
 			URL: hook.URL + "/hook", SecretSource: "file:" + writeFile(t, dir, "whsec", secret),
 			Timeout: 5 * time.Second, MaxAge: 10 * time.Minute,
-			InitialBackoff: 100 * time.Millisecond, MaxBackoff: time.Second, Concurrency: 8,
+			InitialBackoff: 100 * time.Millisecond, MaxBackoff: time.Second,
+			Concurrency: envIntDefault("SIGNER_BENCH_WEBHOOK_CONCURRENCY", relay.DefaultConcurrency),
 		},
 	}}}
 	cfg.NATS.URL = srv.ClientURL()
@@ -177,6 +182,7 @@ func startLatencyBench(t *testing.T) *latencyBench {
 	t.Cleanup(cancel)
 	go b.sse(t, sctx)
 	go b.longPoll(sctx)
+	go b.ws(t, sctx, "ws"+strings.TrimPrefix(b.base, "http")+"/v1/ws")
 	return b
 }
 
@@ -219,6 +225,23 @@ func (b *latencyBench) sse(t *testing.T, ctx context.Context) {
 		if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
 			b.arrived("sse", []byte(data))
 		}
+	}
+}
+
+func (b *latencyBench) ws(t *testing.T, ctx context.Context, url string) {
+	c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + b.token}}})
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer c.CloseNow()
+	c.SetReadLimit(1 << 20)
+	for {
+		_, data, err := c.Read(ctx)
+		if err != nil {
+			return
+		}
+		b.arrived("ws", data) // a long-poll item: a delivery plus its cursor
 	}
 }
 
