@@ -47,7 +47,8 @@ func newWebhook(c *WebhookConfig) (*webhook, error) {
 		url:       c.URL,
 		prevUntil: c.PreviousSecretUntil,
 		http: &http.Client{
-			Timeout: c.Timeout,
+			Timeout:   c.Timeout,
+			Transport: webhookTransport(c.Concurrency),
 			// A redirect is a failed delivery: never resend a signed
 			// result somewhere the configuration does not name.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -75,6 +76,15 @@ func newWebhook(c *WebhookConfig) (*webhook, error) {
 		}
 	}
 	return w, nil
+}
+
+// webhookTransport keeps one idle connection per delivery slot: the
+// default of 2 per host would close and re-dial (a TCP and TLS handshake)
+// most connections of a burst.
+func webhookTransport(concurrency int) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = max(concurrency, 2)
+	return t
 }
 
 func readSecret(source, what string) ([]byte, error) {
