@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // The Standard Webhooks specification's own test vector.
@@ -187,5 +189,38 @@ func TestWebhookSigningKeyAndConfig(t *testing.T) {
 	w = WebhookConfig{URL: "https://x.example/h", SigningKeySource: "env:K"}
 	if err := w.check("w"); err != nil {
 		t.Fatalf("a signing key alone: %v", err)
+	}
+}
+
+// TestExampleWebhookOptions: the example's commented webhook options
+// (rotation, signing key) and websocket section are real keys of the
+// right types.
+func TestExampleWebhookOptions(t *testing.T) {
+	raw, err := os.ReadFile("../docs/signer-relay.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(raw)
+	for _, k := range []string{"previous_secret_source:", "previous_secret_until:", "signing_key_source:"} {
+		if !strings.Contains(s, "# "+k) {
+			t.Fatalf("the example does not show %s", k)
+		}
+		s = strings.Replace(s, "# "+k, k, 1)
+	}
+	dec := yaml.NewDecoder(strings.NewReader(s))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		t.Fatalf("example with the webhook options: %v", err)
+	}
+	w := c.Clients["svcA"].Webhook
+	if w.PreviousSecretSource == "" || w.PreviousSecretUntil.IsZero() || w.SigningKeySource == "" {
+		t.Fatalf("webhook options not read: %+v", w)
+	}
+	if err := w.check("svcA.webhook"); err != nil {
+		t.Fatal(err)
+	}
+	if c.WebSocket.SendQueue != 256 || c.WebSocket.PingInterval != 20*time.Second || c.WebSocket.WriteTimeout != 10*time.Second {
+		t.Fatalf("websocket section: %+v", c.WebSocket)
 	}
 }
