@@ -185,7 +185,9 @@ func (e *wsEnv) expect(t *testing.T, c *websocket.Conn, clientID string, ids ...
 // ?after=<last cursor> gets exactly what it missed, nothing repeated; a
 // bad cursor is 400.
 func TestWebSocketResumeIsolationAuth(t *testing.T) {
-	e := startWSEnv(t, relay.WebSocketConfig{PingInterval: 200 * time.Millisecond, WriteTimeout: 2 * time.Second})
+	// No pings here (TestWebSocketPing): these clients read only when the
+	// test expects something.
+	e := startWSEnv(t, relay.WebSocketConfig{PingInterval: time.Hour, WriteTimeout: 10 * time.Second})
 	for _, tok := range []string{"", "tok-nope", e.tokens["svcA"] + "x"} {
 		_, resp, err := e.dial(t, tok, "", nil)
 		if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
@@ -339,7 +341,9 @@ func readAll(c *websocket.Conn, n int, within time.Duration) [][]byte {
 // TestWebSocketPing: the relay pings; a client that never reads (so never
 // answers) is disconnected after write_timeout, one that reads stays.
 func TestWebSocketPing(t *testing.T) {
-	e := startWSEnv(t, relay.WebSocketConfig{PingInterval: 100 * time.Millisecond, WriteTimeout: 500 * time.Millisecond})
+	// The reader must answer a ping within write_timeout: 3s leaves room
+	// for a slow machine.
+	e := startWSEnv(t, relay.WebSocketConfig{PingInterval: 200 * time.Millisecond, WriteTimeout: 3 * time.Second})
 	reader, _, err := e.dial(t, e.tokens["svcB"], "", nil)
 	if err != nil {
 		t.Fatal(err)
