@@ -79,6 +79,7 @@ bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./hsm/
 	SIGNER_BENCH=1 $(GO) test -count=1 -run '^TestCompareRawVsNode$$' -v -timeout 60m ./signer/devcluster/ | grep -vE '^(=== RUN|time=|[0-9]{4}/)' 
 	SIGNER_BENCH=1 $(GO) test -count=1 -run '^TestScaleWallets$$' -v -timeout 60m ./signer/devcluster/ | grep -vE '^(=== RUN|time=|[0-9]{4}/)'
+	SIGNER_BENCH=1 $(GO) test -count=1 -run '^TestRelayLatency$$' -v -timeout 20m ./relay/ | grep -E 'relay latency|burst:|--- |^ok|FAIL'
 
 # Release tarballs in dist/ (binaries, systemd units, install.sh, docs; and a
 # source tarball with vendor/ for offline rebuilds); see scripts/dist.sh.

@@ -30,6 +30,9 @@ const (
 	CodeTooLarge = "TOO_LARGE"
 	// CodeBadCursor (400): after/Last-Event-ID/wait is not valid.
 	CodeBadCursor = "BAD_CURSOR"
+	// CodeNoWebhookKey (404): GET /v1/webhook-key for a client without a
+	// webhook signing_key_source.
+	CodeNoWebhookKey = "NO_WEBHOOK_KEY"
 	// CodeMethodNotAllowed (405).
 	CodeMethodNotAllowed = "METHOD_NOT_ALLOWED"
 	// CodeNATSUnavailable (503): NATS did not ack the publish (or could not

@@ -30,6 +30,10 @@ const (
 	DefaultMaxBackoff     = 5 * time.Minute
 	DefaultConcurrency    = 8
 	DefaultPublishTimeout = 5 * time.Second
+	// WebSocket defaults (GET /v1/ws).
+	DefaultWSSendQueue    = 256
+	DefaultWSPingInterval = 20 * time.Second
+	DefaultWSWriteTimeout = 10 * time.Second
 	// DefaultHold: how long the relay collects the node results of one
 	// request before it decides an undecided request as TIMEOUT (twice the
 	// Go client's default request TTL, so that a request still running on
@@ -66,10 +70,27 @@ type Config struct {
 		HistoryDuplicates time.Duration `yaml:"history_duplicates"`
 		DLQMaxAge         time.Duration `yaml:"dlq_max_age"`
 	} `yaml:"streams"`
+	// WebSocket bounds each GET /v1/ws connection.
+	WebSocket WebSocketConfig `yaml:"websocket"`
 	// Cluster names the signer nodes whose results the relay attests
 	// before anything reaches a webhook, SSE or long poll. Required.
 	Cluster ClusterConfig            `yaml:"cluster"`
 	Clients map[string]*ClientConfig `yaml:"clients"`
+}
+
+// WebSocketConfig bounds the WebSocket connections (GET /v1/ws).
+type WebSocketConfig struct {
+	// SendQueue: decisions waiting to be written to one connection. A
+	// reader that leaves it full for WriteTimeout is disconnected (close
+	// code 1008): a slow reader never grows the relay's memory. It reconnects with
+	// ?after=<last cursor> and loses nothing.
+	SendQueue int `yaml:"send_queue"`
+	// PingInterval: how often the relay pings; a peer that does not answer
+	// within WriteTimeout is disconnected.
+	PingInterval time.Duration `yaml:"ping_interval"`
+	// WriteTimeout bounds one write (a message or a ping); a write that
+	// takes longer disconnects the peer as a slow reader.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
 }
 
 // ClusterConfig is what the relay needs to attest results exactly like the
@@ -122,13 +143,23 @@ type ClientConfig struct {
 // WebhookConfig turns on Standard Webhooks delivery for a client.
 type WebhookConfig struct {
 	URL string `yaml:"url"`
-	// SecretSource yields "whsec_<base64>".
-	SecretSource   string        `yaml:"secret_source"`
-	Timeout        time.Duration `yaml:"timeout"`
-	MaxAge         time.Duration `yaml:"max_age"`
-	InitialBackoff time.Duration `yaml:"initial_backoff"`
-	MaxBackoff     time.Duration `yaml:"max_backoff"`
-	Concurrency    int           `yaml:"concurrency"`
+	// SecretSource yields "whsec_<base64>": symmetric signatures "v1,"
+	// (HMAC-SHA256). Optional when SigningKeySource is set.
+	SecretSource string `yaml:"secret_source"`
+	// PreviousSecretSource: the secret being rotated out. Until
+	// PreviousSecretUntil each delivery carries a "v1," signature under
+	// both secrets, so receivers can switch at any time in the overlap.
+	PreviousSecretSource string    `yaml:"previous_secret_source"`
+	PreviousSecretUntil  time.Time `yaml:"previous_secret_until"`
+	// SigningKeySource yields "whsk_<base64>" (an Ed25519 seed of 32 bytes
+	// or private key of 64): asymmetric signatures "v1a,". Receivers get
+	// the public key ("whpk_<base64>") from GET /v1/webhook-key.
+	SigningKeySource string        `yaml:"signing_key_source"`
+	Timeout          time.Duration `yaml:"timeout"`
+	MaxAge           time.Duration `yaml:"max_age"`
+	InitialBackoff   time.Duration `yaml:"initial_backoff"`
+	MaxBackoff       time.Duration `yaml:"max_backoff"`
+	Concurrency      int           `yaml:"concurrency"`
 }
 
 // ParseConfig decodes a YAML config strictly (unknown keys are errors),
@@ -162,6 +193,15 @@ func (c *Config) Check() error {
 	}
 	if c.PublishTimeout <= 0 {
 		c.PublishTimeout = DefaultPublishTimeout
+	}
+	if c.WebSocket.SendQueue <= 0 {
+		c.WebSocket.SendQueue = DefaultWSSendQueue
+	}
+	if c.WebSocket.PingInterval <= 0 {
+		c.WebSocket.PingInterval = DefaultWSPingInterval
+	}
+	if c.WebSocket.WriteTimeout <= 0 {
+		c.WebSocket.WriteTimeout = DefaultWSWriteTimeout
 	}
 	if c.NATS.URL == "" {
 		return errors.New("config: nats.url missing")
@@ -283,8 +323,14 @@ func (w *WebhookConfig) check(where string) error {
 	if u.User != nil {
 		return fmt.Errorf("config: %s.url must not carry credentials", where)
 	}
-	if w.SecretSource == "" {
-		return fmt.Errorf("config: %s.secret_source missing (file:/path, env:NAME or cred:NAME)", where)
+	if w.SecretSource == "" && w.SigningKeySource == "" {
+		return fmt.Errorf("config: %s: secret_source or signing_key_source missing (file:/path, env:NAME or cred:NAME)", where)
+	}
+	if (w.PreviousSecretSource == "") != w.PreviousSecretUntil.IsZero() {
+		return fmt.Errorf("config: %s.previous_secret_source and previous_secret_until go together", where)
+	}
+	if w.PreviousSecretSource != "" && w.SecretSource == "" {
+		return fmt.Errorf("config: %s.previous_secret_source without secret_source", where)
 	}
 	if w.Timeout <= 0 {
 		w.Timeout = DefaultWebhookTimeout

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -42,8 +43,11 @@ func (r *Relay) deliverWebhooks(ctx context.Context, cs *clientState, wg *sync.W
 		}
 		wg.Add(1)
 		go func() {
-			defer func() { <-sem; wg.Done() }()
-			r.deliverOne(ctx, cs, m)
+			defer wg.Done()
+			var once sync.Once
+			release := func() { once.Do(func() { <-sem }) }
+			defer release()
+			r.deliverOne(ctx, cs, m, release)
 		}()
 	}, jetstream.PullMaxMessages(w.Concurrency), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		r.log.Debug("webhook consumer", "client_id", cs.id, "err", err)
@@ -63,7 +67,10 @@ func webhookID(m jetstream.Msg, md *jetstream.MsgMetadata) string {
 	return "relay-seq-" + strconv.FormatUint(md.Sequence.Stream, 10)
 }
 
-func (r *Relay) deliverOne(ctx context.Context, cs *clientState, m jetstream.Msg) {
+// deliverOne makes one delivery attempt of m. release frees its
+// concurrency slot: called once the POST is answered, so the ack's round
+// trip does not hold back the next delivery.
+func (r *Relay) deliverOne(ctx context.Context, cs *clientState, m jetstream.Msg, release func()) {
 	md, err := m.Metadata()
 	if err != nil {
 		r.log.Error("webhook: message without metadata", "client_id", cs.id, "err", err)
@@ -78,8 +85,18 @@ func (r *Relay) deliverOne(ctx context.Context, cs *clientState, m jetstream.Msg
 		_ = m.Term()
 		return
 	}
+	if cs.webhook.gone.Load() {
+		// The endpoint answered 410 Gone: nothing more is posted to it
+		// until the relay restarts; each delivery is dead-lettered at once
+		// (signer-relay dlq replay sends them once the URL is fixed).
+		release()
+		r.m.deliveries.WithLabelValues(cs.id, "gone").Inc()
+		r.deadLetter(ctx, cs, m, md, id, errGone)
+		return
+	}
 	start := time.Now()
 	err = cs.webhook.post(ctx, id, m.Data())
+	release()
 	if ctx.Err() != nil {
 		return // stopping: the message is redelivered to the next run
 	}
@@ -100,6 +117,15 @@ func (r *Relay) deliverOne(ctx context.Context, cs *clientState, m jetstream.Msg
 	if errors.As(err, &st) {
 		outcome = "http_error"
 	}
+	if st.code == http.StatusGone {
+		if cs.webhook.gone.CompareAndSwap(false, true) {
+			r.m.webhookGone.WithLabelValues(cs.id).Set(1)
+			r.log.Error("webhook endpoint answered 410 Gone: deliveries stopped, each result is dead-lettered until the relay restarts", "client_id", cs.id, "webhook_id", id)
+		}
+		r.m.deliveries.WithLabelValues(cs.id, "gone").Inc()
+		r.deadLetter(ctx, cs, m, md, id, errGone)
+		return
+	}
 	r.m.deliveries.WithLabelValues(cs.id, outcome).Inc()
 	age := time.Since(md.Timestamp)
 	if age >= cs.wcfg.MaxAge {
@@ -107,10 +133,16 @@ func (r *Relay) deliverOne(ctx context.Context, cs *clientState, m jetstream.Msg
 		return
 	}
 	delay := backoff(cs.wcfg.InitialBackoff, cs.wcfg.MaxBackoff, md.NumDelivered)
+	if st.retryAfter > delay { // 429 or 503 with Retry-After: no earlier
+		delay = st.retryAfter
+	}
 	r.m.retries.WithLabelValues(cs.id).Inc()
 	r.log.Info("webhook delivery failed; will retry", "client_id", cs.id, "webhook_id", id, "attempt", md.NumDelivered, "retry_in", delay, "err", err)
 	_ = m.NakWithDelay(delay)
 }
+
+// errGone is the last error of a delivery dead-lettered after a 410.
+var errGone = errors.New("webhook endpoint gone (HTTP 410)")
 
 // backoff returns initial*2^(attempt-1), at most max, with "equal jitter":
 // half the delay fixed, half random.

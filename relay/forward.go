@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync"
 	"time"
 
@@ -22,6 +23,8 @@ import (
 const (
 	resultAckWait       = routing.DefaultResultAckWait
 	resultMaxAckPending = 4096
+	// verifyQueue bounds the node results received but not yet verified.
+	verifyQueue = 256
 )
 
 // hdrPayload names the format of a history entry (PayloadFormat).
@@ -83,6 +86,7 @@ func (r *Relay) forward(ctx context.Context, cs *clientState) (stop func(), err 
 		return nil, err
 	}
 	col := &collector{open: map[groupKey]*group{}, decided: map[groupKey]time.Time{}}
+	cp := newCopier()
 	var ccs []jetstream.ConsumeContext
 	tctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -94,8 +98,34 @@ func (r *Relay) forward(ctx context.Context, cs *clientState) (stop func(), err 
 		wg.Wait()
 		col.release()
 	}
+	// Verification (a signature check per node result) runs on every
+	// core: one consumer callback would verify a burst one at a time.
+	type work struct {
+		op string
+		m  jetstream.Msg
+	}
+	wq := make(chan work, verifyQueue)
+	for range max(2, runtime.GOMAXPROCS(0)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-tctx.Done():
+					return // what is queued is redelivered to the next run
+				case w := <-wq:
+					r.collect(tctx, cs, col, cp, w.op, w.m)
+				}
+			}
+		}()
+	}
 	for op, c := range cons {
-		cc, err := c.Consume(func(m jetstream.Msg) { r.collect(tctx, cs, col, op, m) },
+		cc, err := c.Consume(func(m jetstream.Msg) {
+			select {
+			case wq <- work{op, m}:
+			case <-tctx.Done():
+			}
+		},
 			jetstream.PullMaxMessages(256),
 			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 				r.log.Debug("result consumer", "client_id", cs.id, "op", op, "err", err)
@@ -106,16 +136,20 @@ func (r *Relay) forward(ctx context.Context, cs *clientState) (stop func(), err 
 		}
 		ccs = append(ccs, cc)
 	}
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		r.tick(tctx, cs, col)
+		r.tick(tctx, cs, col, cp)
+	}()
+	go func() {
+		defer wg.Done()
+		r.awaitPubAcks(tctx, cs, col, cp)
 	}()
 	return stop, nil
 }
 
 // collect verifies one node result and adds it to its request's collector.
-func (r *Relay) collect(ctx context.Context, cs *clientState, col *collector, op string, m jetstream.Msg) {
+func (r *Relay) collect(ctx context.Context, cs *clientState, col *collector, cp *copier, op string, m jetstream.Msg) {
 	res, err := protocol.VerifyResult(m.Data(), r.nodeKeys)
 	if err == nil {
 		err = cs.check(op, res)
@@ -152,7 +186,7 @@ func (r *Relay) collect(ctx context.Context, cs *clientState, col *collector, op
 	col.mu.Unlock()
 	r.m.forwarded.WithLabelValues(cs.id, "collected").Inc()
 	if done {
-		go r.store(ctx, cs, col, k, d, g.msgs)
+		r.copyDecision(ctx, cs, col, cp, decided{k, d, g.msgs})
 	}
 }
 
@@ -174,52 +208,125 @@ func (cs *clientState) check(op string, res *protocol.Result) error {
 	return nil
 }
 
-// store writes one decision to the history and then acks the node results
-// that led to it. If the history does not ack, the results are redelivered
-// and collected again.
-func (r *Relay) store(ctx context.Context, cs *clientState, col *collector, k groupKey, d attest.Decision, msgs []jetstream.Msg) {
+// historyWindow bounds the decisions being copied into the history at once:
+// published asynchronously, their PubAcks awaited in order.
+const historyWindow = 256
+
+// decided is one decision on its way to the history, with the node results
+// that led to it.
+type decided struct {
+	k    groupKey
+	d    attest.Decision
+	msgs []jetstream.Msg
+}
+
+// inflight is a decision published to the history, awaiting its PubAck.
+type inflight struct {
+	decided
+	fut jetstream.PubAckFuture
+}
+
+// copier copies one client's decisions into the history: each is published
+// asynchronously as soon as it is made (Nats-Msg-Id DecisionMsgID, so a
+// decision made twice is stored once), at most historyWindow awaiting their
+// PubAck; the node results of a decision are acked only after its PubAck.
+// A burst of decisions thus costs about one round trip, not one per
+// decision.
+type copier struct {
+	acks chan inflight
+}
+
+func newCopier() *copier {
+	return &copier{acks: make(chan inflight, historyWindow)}
+}
+
+// copyDecision publishes d and queues it for its PubAck (waiting while
+// historyWindow decisions are in flight: back pressure on the result
+// consumers). Stopping, it is dropped: its node results are redelivered to
+// the next run.
+func (r *Relay) copyDecision(ctx context.Context, cs *clientState, col *collector, cp *copier, d decided) {
+	fut, err := r.publishDecision(cs, d)
+	if err != nil {
+		r.storeFailed(ctx, cs, col, d, err)
+		return
+	}
+	select {
+	case cp.acks <- inflight{d, fut}:
+	case <-ctx.Done():
+	}
+}
+
+// awaitPubAcks acks the node results of each decision once the history has
+// acknowledged it, in publication order.
+func (r *Relay) awaitPubAcks(ctx context.Context, cs *clientState, col *collector, cp *copier) {
+	for {
+		var f inflight
+		select {
+		case <-ctx.Done():
+			return
+		case f = <-cp.acks:
+		}
+		select {
+		case <-ctx.Done():
+			return // stopping: the results are redelivered to the next run
+		case err := <-f.fut.Err():
+			r.storeFailed(ctx, cs, col, f.decided, err)
+		case <-f.fut.Ok():
+			r.stored(cs, f.decided)
+		}
+	}
+}
+
+// publishDecision publishes one decision to the history without waiting
+// for its PubAck.
+func (r *Relay) publishDecision(cs *clientState, d decided) (jetstream.PubAckFuture, error) {
+	id := DecisionMsgID(cs.id, d.k.op, d.k.requestID, d.k.keyID)
+	body, err := encodeDelivery(d.d, protocol.Result{Op: d.k.op, RequestID: d.k.requestID, ClientID: cs.id, KeyID: d.k.keyID})
+	if err != nil {
+		return nil, err
+	}
+	msg := &nats.Msg{Subject: HistorySubject(cs.id), Data: body, Header: nats.Header{}}
+	msg.Header.Set(hdrWebhookID, id)
+	msg.Header.Set(hdrPayload, PayloadFormat)
+	return r.hjs.PublishMsgAsync(msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(HistoryStream),
+		jetstream.WithStallWait(r.cfg.PublishTimeout))
+}
+
+// storeFailed hands the node results of a decision the history did not
+// store back to JetStream: they are redelivered and collected again.
+func (r *Relay) storeFailed(ctx context.Context, cs *clientState, col *collector, d decided, err error) {
+	if ctx.Err() != nil {
+		return // stopping: the results are redelivered to the next run
+	}
+	r.log.Warn("history publish failed; the node results stay in MPC_RESULTS", "client_id", cs.id, "op", d.k.op, "request_id", d.k.requestID, "err", err)
+	r.m.forwarded.WithLabelValues(cs.id, "retry").Inc()
+	col.mu.Lock()
+	delete(col.decided, d.k)
+	col.mu.Unlock()
+	for _, m := range d.msgs {
+		_ = m.NakWithDelay(time.Second)
+	}
+}
+
+// stored counts a decision the history acknowledged and acks its node
+// results. The acks are not awaited: one that is lost only redelivers a
+// result, which is then a straggler or, decided again after a restart,
+// deduplicated by its Nats-Msg-Id.
+func (r *Relay) stored(cs *clientState, d decided) {
 	outcome := "success"
 	var ae *attest.Error
 	switch {
-	case errors.As(d.Err, &ae) && ae.Code == protocol.CodeTimeout:
+	case errors.As(d.d.Err, &ae) && ae.Code == protocol.CodeTimeout:
 		outcome = "timeout"
-	case d.Err != nil:
+	case d.d.Err != nil:
 		outcome = "error"
 	}
-	id := DecisionMsgID(cs.id, k.op, k.requestID, k.keyID)
-	body, err := encodeDelivery(d, protocol.Result{Op: k.op, RequestID: k.requestID, ClientID: cs.id, KeyID: k.keyID})
-	if err == nil {
-		msg := &nats.Msg{Subject: HistorySubject(cs.id), Data: body, Header: nats.Header{}}
-		msg.Header.Set(hdrWebhookID, id)
-		msg.Header.Set(hdrPayload, PayloadFormat)
-		pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
-		_, err = r.js.PublishMsg(pctx, msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(HistoryStream))
-		cancel()
-	}
-	if err != nil {
-		if ctx.Err() != nil {
-			return // stopping: the results are redelivered to the next run
+	r.m.decisions.WithLabelValues(cs.id, d.k.op, outcome).Inc()
+	r.log.Debug("decision stored", "client_id", cs.id, "op", d.k.op, "request_id", d.k.requestID, "outcome", outcome, "attestations", len(d.d.Attestations))
+	for _, m := range d.msgs {
+		if err := m.Ack(); err != nil {
+			r.log.Warn("ack of a decided node result failed", "client_id", cs.id, "request_id", d.k.requestID, "err", err)
 		}
-		r.log.Warn("history publish failed; the node results stay in MPC_RESULTS", "client_id", cs.id, "op", k.op, "request_id", k.requestID, "err", err)
-		r.m.forwarded.WithLabelValues(cs.id, "retry").Inc()
-		col.mu.Lock()
-		delete(col.decided, k)
-		col.mu.Unlock()
-		for _, m := range msgs {
-			_ = m.NakWithDelay(time.Second)
-		}
-		return
-	}
-	r.m.decisions.WithLabelValues(cs.id, k.op, outcome).Inc()
-	r.log.Debug("decision stored", "client_id", cs.id, "op", k.op, "request_id", k.requestID, "outcome", outcome, "attestations", len(d.Attestations))
-	for _, m := range msgs {
-		actx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
-		if err := m.DoubleAck(actx); err != nil && ctx.Err() == nil {
-			// Redelivered later: a straggler (or, after a restart, a
-			// TIMEOUT decision deduplicated by its Nats-Msg-Id).
-			r.log.Warn("ack of a decided node result failed", "client_id", cs.id, "request_id", k.requestID, "err", err)
-		}
-		cancel()
 	}
 }
 
@@ -232,7 +339,7 @@ func tickEvery(hold time.Duration) time.Duration {
 // tick decides undecided requests as TIMEOUT once their hold has passed,
 // extends the ack deadline of the node results held longer than a third of
 // AckWait, and forgets old decisions.
-func (r *Relay) tick(ctx context.Context, cs *clientState, col *collector) {
+func (r *Relay) tick(ctx context.Context, cs *clientState, col *collector, cp *copier) {
 	t := time.NewTicker(tickEvery(r.cfg.Cluster.Hold))
 	defer t.Stop()
 	for {
@@ -270,7 +377,7 @@ func (r *Relay) tick(ctx context.Context, cs *clientState, col *collector) {
 			}
 			for _, e := range due {
 				r.log.Info("request undecided after the hold; deciding TIMEOUT", "client_id", cs.id, "op", e.k.op, "request_id", e.k.requestID, "results", len(e.msgs))
-				go r.store(ctx, cs, col, e.k, e.d, e.msgs)
+				r.copyDecision(ctx, cs, col, cp, decided{e.k, e.d, e.msgs})
 			}
 		}
 	}

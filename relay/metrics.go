@@ -18,6 +18,9 @@ type Metrics struct {
 	latency     *prometheus.HistogramVec
 	attempt     *prometheus.HistogramVec
 	streams     prometheus.Gauge
+	webhookGone *prometheus.GaugeVec
+	ws          prometheus.Gauge
+	wsClosed    *prometheus.CounterVec
 }
 
 // NewMetrics registers the relay's collectors (and the Go and process
@@ -39,7 +42,7 @@ func NewMetrics() *Metrics {
 		}, []string{"client_id", "op", "outcome"}),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "signer_relay_webhook_deliveries_total",
-			Help: "Webhook delivery attempts by outcome (success, http_error, network_error, dead_letter).",
+			Help: "Webhook delivery attempts by outcome (success, http_error, network_error, gone: a 410 answer or a delivery after one, dead_letter).",
 		}, []string{"client_id", "outcome"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "signer_relay_webhook_retries_total",
@@ -63,8 +66,20 @@ func NewMetrics() *Metrics {
 			Name: "signer_relay_sse_streams",
 			Help: "Open Server-Sent Events streams.",
 		}),
+		webhookGone: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "signer_relay_webhook_gone",
+			Help: "1 once the client's webhook answered 410 Gone: nothing more is posted to it, each result is dead-lettered, until the relay restarts.",
+		}, []string{"client_id"}),
+		ws: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "signer_relay_ws_connections",
+			Help: "Open WebSocket connections (GET /v1/ws).",
+		}),
+		wsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "signer_relay_ws_disconnects_total",
+			Help: "WebSocket connections ended by the relay or the peer, by reason: slow_reader (send queue full or a write timed out), ping_timeout, peer (closed by the client), history (the history became unreachable), shutdown.",
+		}, []string{"client_id", "reason"}),
 	}
-	m.Registry.MustRegister(m.requests, m.forwarded, m.decisions, m.deliveries, m.retries, m.deadLetters, m.latency, m.attempt, m.streams,
+	m.Registry.MustRegister(m.requests, m.forwarded, m.decisions, m.deliveries, m.retries, m.deadLetters, m.latency, m.attempt, m.streams, m.webhookGone, m.ws, m.wsClosed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

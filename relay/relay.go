@@ -35,6 +35,9 @@ type Relay struct {
 
 	nc *nats.Conn // the relay's own connection (history, DLQ)
 	js jetstream.JetStream
+	// hjs publishes decisions into the history asynchronously, at most
+	// historyWindow awaiting their PubAck, each for PublishTimeout.
+	hjs jetstream.JetStream
 
 	ready   atomic.Bool
 	running atomic.Bool
@@ -102,6 +105,10 @@ func New(cfg Config, log *slog.Logger) (*Relay, error) {
 		return nil, fmt.Errorf("relay: nats: %w", err)
 	}
 	if r.js, err = jetstream.New(r.nc); err != nil {
+		return nil, err
+	}
+	if r.hjs, err = jetstream.New(r.nc, jetstream.WithPublishAsyncMaxPending(historyWindow),
+		jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout)); err != nil {
 		return nil, err
 	}
 	for _, id := range cfg.ClientIDs() {

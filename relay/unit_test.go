@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"bytes"
+	"crypto/ed25519"
 	"encoding/base64"
 	"net/http"
 	"os"
@@ -8,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // The Standard Webhooks specification's own test vector.
@@ -139,5 +143,84 @@ func TestClusterConfigChecked(t *testing.T) {
 	c, err := ParseConfig([]byte(base + strings.Replace(example, "hold: 10m", "", 1) + "streams: {history_duplicates: 5m}\n"))
 	if err != nil || c.Cluster.Hold != 5*time.Minute {
 		t.Fatalf("default hold: %v %v", c, err)
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for in, want := range map[string]time.Duration{
+		"":      0,
+		"3":     3 * time.Second,
+		" 0 ":   0,
+		"-1":    0,
+		"soon":  0,
+		"99999": maxRetryAfter,
+		now.Add(90 * time.Second).Format(http.TimeFormat): 90 * time.Second,
+		now.Add(-time.Minute).Format(http.TimeFormat):     0,
+	} {
+		if got := parseRetryAfter(in, now); got != want {
+			t.Errorf("Retry-After %q: %s, want %s", in, got, want)
+		}
+	}
+}
+
+func TestWebhookSigningKeyAndConfig(t *testing.T) {
+	seed := bytes.Repeat([]byte{7}, ed25519.SeedSize)
+	k := ed25519.NewKeyFromSeed(seed)
+	for _, s := range []string{"whsk_" + base64.StdEncoding.EncodeToString(seed), "whsk_" + base64.StdEncoding.EncodeToString(k) + "\n"} {
+		got, err := parseSigningKey(s)
+		if err != nil || !got.Equal(k) {
+			t.Fatalf("%v", err)
+		}
+	}
+	bad := append([]byte(nil), k...)
+	bad[40] ^= 1
+	for _, s := range []string{"", "whsec_" + base64.StdEncoding.EncodeToString(seed), "whsk_!!", "whsk_" + base64.StdEncoding.EncodeToString(seed[:16]), "whsk_" + base64.StdEncoding.EncodeToString(bad)} {
+		if _, err := parseSigningKey(s); err == nil {
+			t.Fatalf("%q accepted", s)
+		} else if strings.Contains(err.Error(), base64.StdEncoding.EncodeToString(seed)) {
+			t.Fatalf("the error repeats the key: %v", err)
+		}
+	}
+	w := WebhookConfig{URL: "https://x.example/h", PreviousSecretSource: "env:X"}
+	if err := w.check("w"); err == nil {
+		t.Fatal("previous_secret_source without secret_source or previous_secret_until accepted")
+	}
+	w = WebhookConfig{URL: "https://x.example/h", SigningKeySource: "env:K"}
+	if err := w.check("w"); err != nil {
+		t.Fatalf("a signing key alone: %v", err)
+	}
+}
+
+// TestExampleWebhookOptions: the example's commented webhook options
+// (rotation, signing key) and websocket section are real keys of the
+// right types.
+func TestExampleWebhookOptions(t *testing.T) {
+	raw, err := os.ReadFile("../docs/signer-relay.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(raw)
+	for _, k := range []string{"previous_secret_source:", "previous_secret_until:", "signing_key_source:"} {
+		if !strings.Contains(s, "# "+k) {
+			t.Fatalf("the example does not show %s", k)
+		}
+		s = strings.Replace(s, "# "+k, k, 1)
+	}
+	dec := yaml.NewDecoder(strings.NewReader(s))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		t.Fatalf("example with the webhook options: %v", err)
+	}
+	w := c.Clients["svcA"].Webhook
+	if w.PreviousSecretSource == "" || w.PreviousSecretUntil.IsZero() || w.SigningKeySource == "" {
+		t.Fatalf("webhook options not read: %+v", w)
+	}
+	if err := w.check("svcA.webhook"); err != nil {
+		t.Fatal(err)
+	}
+	if c.WebSocket.SendQueue != 256 || c.WebSocket.PingInterval != 20*time.Second || c.WebSocket.WriteTimeout != 10*time.Second {
+		t.Fatalf("websocket section: %+v", c.WebSocket)
 	}
 }

@@ -29,7 +29,7 @@ func main() {
 func rootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "signer-relay",
-		Short:         "HTTP, webhook, SSE and long-polling relay in front of the signer cluster's NATS",
+		Short:         "HTTP, webhook, SSE, WebSocket and long-polling relay in front of the signer cluster's NATS",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

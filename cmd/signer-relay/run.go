@@ -22,7 +22,19 @@ func runCmd() *cobra.Command {
 		Short: "Run the relay",
 		Long: `run serves the relay's HTTP API from a YAML config file (strict: unknown
 keys are errors). Bearer tokens and webhook secrets come from file:, env: or
-cred: sources, never from the config or the command line.`,
+cred: sources, never from the config or the command line.
+
+Endpoints: POST /v1/wallets, /v1/sign, /v1/reshare (signed envelopes);
+results by webhook, GET /v1/events (SSE, Last-Event-ID resumes), GET
+/v1/results (long polling, ?after=), GET /v1/ws (WebSocket, ?after=
+resumes; pings every websocket.ping_interval, a reader that leaves
+websocket.send_queue full for websocket.write_timeout is disconnected with
+close code 1008); GET /v1/webhook-key (the Ed25519 key of "v1a,"
+webhook signatures, with webhook.signing_key_source); GET /healthz,
+/readyz, /metrics. Webhooks are signed per Standard Webhooks ("v1," HMAC,
+under webhook.previous_secret_source too until previous_secret_until);
+429 and 503 are retried no sooner than their Retry-After; a 410 stops a
+client's deliveries (dead-lettered) until the relay restarts.`,
 		Example: "  signer-relay run --config /etc/signer-relay/relay.yaml",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(path)
