@@ -126,6 +126,14 @@ type WalletMeta struct {
 	CreatedAt time.Time `json:"created_at"`
 	Status    string    `json:"status"` // active, pending, retired
 	CreatedBy string    `json:"created_by,omitempty"`
+	// KeyDigest is the digest of the key's public data that this node
+	// computed from its share and confirmed (ceremony.KeyDigest,
+	// protocol.KeyConfirmation); Ceremony is the session ID of the keygen
+	// or reshare that produced the share. Both are empty in records written
+	// before key confirmations, and in retired records of a node that never
+	// held a share at that epoch.
+	KeyDigest []byte `json:"key_digest,omitempty"`
+	Ceremony  string `json:"ceremony,omitempty"`
 }
 
 // Share statuses.
