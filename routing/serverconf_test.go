@@ -75,6 +75,17 @@ func TestServerConfigExample(t *testing.T) {
 	if nodes, err := ReadyNodes(ctx, kv); err != nil || len(nodes) != 1 {
 		t.Fatalf("ReadyNodes %v %v", nodes, err)
 	}
+	keys, err := EnsureKeysBucket(ctx, nodeJS, StreamOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	confKey, _ := ConfirmationKey("w1", protocol.KeyTypeEd25519, 1, "node0")
+	if _, err := keys.Put(ctx, confKey, []byte("{}")); err != nil {
+		t.Fatalf("node0 putting a key confirmation: %v", err)
+	}
+	if e, err := keys.Get(ctx, confKey); err != nil || string(e.Value()) != "{}" {
+		t.Fatalf("node0 reading a key confirmation: %v", err)
+	}
 
 	// svcA: requests and its own consumers work.
 	_, aJS := connect("svcA", "pa", "_INBOX_svcA")
@@ -142,6 +153,11 @@ func TestServerConfigExample(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitPermErr(t, errs, "svcA subscribing to all inboxes")
+	// nor write key confirmations.
+	_, aKV := connect("svcA", "pa", "_INBOX_svcA")
+	if _, err := aKV.Publish(short(), "$KV."+KeysBucket+"."+confKey, []byte("forged")); err == nil {
+		t.Error("svcA putting a key confirmation: allowed, want denied")
+	}
 
 	// svcB's result is still there for svcB.
 	if got := fetchAll(t, bCons[protocol.OpSign], 1); len(got) != 1 || got[0] != "res-svcB" {

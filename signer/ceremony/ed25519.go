@@ -82,6 +82,10 @@ func (ed25519Scheme) ShareKey(share []byte) (*big.Int, error) {
 	return shareKey(share)
 }
 
+func (ed25519Scheme) PublicShares(share []byte) ([]PublicShare, error) {
+	return publicShares(share)
+}
+
 func (ed25519Scheme) FillPublicKey(res *protocol.Result, pub []byte) {
 	res.EdDSAPubKey = hex.EncodeToString(pub)
 }

@@ -41,6 +41,11 @@ type Scheme interface {
 	// x-coordinate: PartyKey or AltPartyKey of the node), which a reshare
 	// announces; a share that does not decode fails with ErrBadShare.
 	ShareKey(share []byte) (*big.Int, error)
+	// PublicShares returns every party's public share point that a share
+	// states (tss-lib's Ks and BigXj), for KeyDigest; it decodes no secret
+	// part of the share. A share that does not decode fails with
+	// ErrBadShare.
+	PublicShares(share []byte) ([]PublicShare, error)
 }
 
 // Options carries what only some schemes need.

@@ -312,6 +312,10 @@ func TestEd25519SchemeThroughBytes(t *testing.T) {
 		next[id] = out[i]
 	}
 	sign("ss-after", []string{"node3", "node1"}, 1, next, d, d.Child.PubKey)
+	// Every member computes the same key digest, and the reshare's differs.
+	if digests(t, sc, pub, shares) == digests(t, sc, pub, next) {
+		t.Fatal("the reshare's key digest is the keygen's")
+	}
 }
 
 // edSecretScalar is the ed25519 secret scalar of a seed (RFC 8032 5.1.5).
@@ -326,4 +330,86 @@ func edSecretScalar(seed []byte) *big.Int {
 		be[31-i] = le[i]
 	}
 	return new(big.Int).SetBytes(be)
+}
+
+// TestKeyDigestFormat: KeyDigest is the documented hash (a known answer
+// computed independently from its description), independent of the order
+// of the shares, and PublicShares reads Ks and BigXj of both save-data
+// formats and nothing it cannot decode.
+func TestKeyDigestFormat(t *testing.T) {
+	shares := []ceremony.PublicShare{
+		{Key: big.NewInt(7), X: big.NewInt(0x1234), Y: big.NewInt(0x56)},
+		{Key: big.NewInt(2), X: big.NewInt(300), Y: big.NewInt(1)},
+	}
+	d := ceremony.KeyDigest(protocol.KeyTypeEd25519, []byte{1, 2, 3}, shares)
+	if got := hex.EncodeToString(d[:]); got != "ed4b529ab6c9a5d3f57cbae33de386985060860fde85ef263d6dcf229f42ffcb" {
+		t.Fatalf("KeyDigest = %s", got)
+	}
+	if ceremony.KeyDigest(protocol.KeyTypeEd25519, []byte{1, 2, 3}, []ceremony.PublicShare{shares[1], shares[0]}) != d {
+		t.Fatal("KeyDigest depends on the order of the shares")
+	}
+	moved := []ceremony.PublicShare{shares[0], {Key: big.NewInt(2), X: big.NewInt(300), Y: big.NewInt(2)}}
+	if ceremony.KeyDigest(protocol.KeyTypeEd25519, []byte{1, 2, 3}, moved) == d ||
+		ceremony.KeyDigest(protocol.KeyTypeSecp256k1, []byte{1, 2, 3}, shares) == d ||
+		ceremony.KeyDigest(protocol.KeyTypeEd25519, []byte{1, 2, 4}, shares) == d {
+		t.Fatal("KeyDigest ignores a share point, the key type or the public key")
+	}
+
+	var ecKey ecdsakeygen.LocalPartySaveData
+	ecKey.Xi, ecKey.ShareID = big.NewInt(5), big.NewInt(11)
+	ecKey.ECDSAPub = tsscrypto.ScalarBaseMult(tss.S256(), big.NewInt(5))
+	ecKey.Ks = []*big.Int{big.NewInt(11), big.NewInt(12)}
+	ecKey.BigXj = []*tsscrypto.ECPoint{ecKey.ECDSAPub, tsscrypto.ScalarBaseMult(tss.S256(), big.NewInt(6))}
+	ecShare, _ := json.Marshal(&ecKey)
+	got, err := scheme(t, protocol.KeyTypeSecp256k1).PublicShares(ecShare)
+	if err != nil || len(got) != 2 || got[1].Key.Cmp(big.NewInt(12)) != 0 || got[1].X.Cmp(ecKey.BigXj[1].X()) != 0 || got[1].Y.Cmp(ecKey.BigXj[1].Y()) != 0 {
+		t.Fatalf("secp256k1 PublicShares: %+v %v", got, err)
+	}
+	noShare, _ := json.Marshal(eddsakeygen.LocalPartySaveData{})
+	short := ecKey
+	short.Ks = short.Ks[:1]
+	shortShare, _ := json.Marshal(&short)
+	for _, kt := range []string{protocol.KeyTypeSecp256k1, protocol.KeyTypeEd25519} {
+		for _, bad := range [][]byte{[]byte("{"), noShare, shortShare} {
+			if _, err := scheme(t, kt).PublicShares(bad); !errors.Is(err, ceremony.ErrBadShare) {
+				t.Fatalf("%s PublicShares(%.20q): %v, want ErrBadShare", kt, bad, err)
+			}
+		}
+	}
+}
+
+// digests returns each node's KeyDigest of its share, failing when two
+// differ or a share's own point is not x_i·G.
+func digests(t *testing.T, sc ceremony.Scheme, pub []byte, shares map[string][]byte) [32]byte {
+	t.Helper()
+	var first [32]byte
+	n := 0
+	for id, share := range shares {
+		if share == nil {
+			continue
+		}
+		ps, err := sc.PublicShares(share)
+		if err != nil {
+			t.Fatalf("%s PublicShares: %v", id, err)
+		}
+		var k eddsakeygen.LocalPartySaveData
+		_ = json.Unmarshal(share, &k)
+		own := tsscrypto.ScalarBaseMult(tss.Edwards(), k.Xi)
+		found := false
+		for _, p := range ps {
+			if p.Key.Cmp(k.ShareID) == 0 {
+				found = p.X.Cmp(own.X()) == 0 && p.Y.Cmp(own.Y()) == 0
+			}
+		}
+		if !found {
+			t.Fatalf("%s: its public share point is not x_i·G at its share key", id)
+		}
+		d := ceremony.KeyDigest(sc.KeyType(), pub, ps)
+		if n > 0 && d != first {
+			t.Fatalf("%s computes another key digest", id)
+		}
+		first = d
+		n++
+	}
+	return first
 }

@@ -88,6 +88,10 @@ func (secp256k1Scheme) ShareKey(share []byte) (*big.Int, error) {
 	return shareKey(share)
 }
 
+func (secp256k1Scheme) PublicShares(share []byte) ([]PublicShare, error) {
+	return publicShares(share)
+}
+
 func (secp256k1Scheme) FillPublicKey(res *protocol.Result, pub []byte) {
 	res.ECDSAPubKey = hex.EncodeToString(pub)
 }

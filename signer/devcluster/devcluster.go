@@ -15,6 +15,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -54,6 +55,9 @@ type Options struct {
 	Logger       *slog.Logger
 	// NATSPort: 0 picks a free port.
 	NATSPort int
+	// Faults, when set, gives each node its test faults
+	// (node.Config.Faults; nil for none). Tests only.
+	Faults func(nodeID string) *node.Faults
 }
 
 // Cluster is a running local cluster.
@@ -167,11 +171,15 @@ func (c *Cluster) startNode(ctx context.Context, id string) error {
 		_ = st.Close()
 		return err
 	}
+	var faults *node.Faults
+	if c.opts.Faults != nil {
+		faults = c.opts.Faults(id)
+	}
 	n, err := node.New(ctx, node.Config{
 		NodeID: id, Committee: c.NodeIDs, Signers: c.opts.Signers, Peers: peers, Policy: c.opts.Policy,
 		TestPreParams: c.opts.TestPreParams, SignTimeout: c.opts.SignTimeout, KeygenTimeout: c.opts.KeygenTimeout,
-		DrainTimeout: c.opts.DrainTimeout,
-		Streams:      routing.StreamOptions{}, Ready: routing.ReadyOptions{},
+		DrainTimeout: c.opts.DrainTimeout, Faults: faults,
+		Streams: routing.StreamOptions{}, Ready: routing.ReadyOptions{},
 		Logger: c.opts.Logger,
 	}, nc, m.backend, st)
 	if err != nil {
@@ -263,12 +271,41 @@ func (c *Cluster) CrashNode(id string) {
 	m.node = nil
 }
 
-// RestartNode starts a stopped node again.
+// RestartNode starts a stopped node again and waits until it is ready in
+// the readiness bucket and in the view of every running node (a request
+// sent at once then finds the same ready set on every node).
 func (c *Cluster) RestartNode(ctx context.Context, id string) error {
 	if err := c.startNode(ctx, id); err != nil {
 		return err
 	}
-	return c.WaitReady(ctx, id)
+	if err := c.WaitReady(ctx, id); err != nil {
+		return err
+	}
+	return c.waitSeen(ctx, id)
+}
+
+// waitSeen waits until every running node's readiness view holds id.
+func (c *Cluster) waitSeen(ctx context.Context, id string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		seen := true
+		for _, other := range c.NodeIDs {
+			if n := c.Node(other); n != nil && !slices.Contains(n.ReadyPeers(), id) {
+				seen = false
+			}
+		}
+		if seen {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("devcluster: %s is not in every running node's readiness view", id)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // StorePath is the file of a node's store.

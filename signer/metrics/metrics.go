@@ -53,6 +53,8 @@ type Metrics struct {
 	dropsMu  sync.Mutex
 	drops    map[string]int64
 	reqDrops map[string]int64 // requests dropped without an answer, by outcome
+	ignored  map[string]int64 // key confirmations ignored, by reason
+	healed   map[string]int64 // shares activated or retired from key confirmations
 
 	prom *exported // nil: no Prometheus
 }
@@ -66,6 +68,8 @@ type exported struct {
 	hsmOps    *prometheus.HistogramVec
 	hsmErrors *prometheus.CounterVec
 	dropped   *prometheus.CounterVec
+	ignored   *prometheus.CounterVec
+	healed    *prometheus.CounterVec
 	sessions  prometheus.Gauge
 	plans     prometheus.Counter
 	reruns    prometheus.Counter
@@ -89,11 +93,20 @@ type Snapshot struct {
 	// (dropped_subject, dropped_malformed, dropped_subject_mismatch,
 	// dropped_unauthenticated).
 	RequestDrops map[string]int64
+	// ConfirmationsIgnored counts key confirmations read from the bucket
+	// and ignored, by reason (bad_signature, unknown_node, not_in_committee,
+	// malformed, key_mismatch, outside_cluster, other_key).
+	ConfirmationsIgnored map[string]int64
+	// Healed counts shares this node switched from key confirmations
+	// instead of a reshare's "sealed" messages: activated (a pending share
+	// the whole new committee confirmed) or retired (a share a newer,
+	// confirmed epoch superseded).
+	Healed map[string]int64
 }
 
 // NewCounters returns metrics that keep the counters and export nothing.
 func NewCounters() *Metrics {
-	return &Metrics{drops: map[string]int64{}, reqDrops: map[string]int64{}}
+	return &Metrics{drops: map[string]int64{}, reqDrops: map[string]int64{}, ignored: map[string]int64{}, healed: map[string]int64{}}
 }
 
 // New returns metrics that keep the counters and register their Prometheus
@@ -130,6 +143,14 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "signer_round_messages_dropped_total",
 			Help: "Round messages dropped before tss-lib, by reason.",
 		}, []string{"reason"}),
+		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "signer_key_confirmations_ignored_total",
+			Help: "Key confirmations read from the mpc_keys bucket and ignored (forged, malformed, under another key, naming a node outside the committee or cluster), by reason.",
+		}, []string{"reason"}),
+		healed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "signer_shares_healed_total",
+			Help: "Shares this node switched from the committee's key confirmations rather than a reshare's session: activated (pending share confirmed by the whole new committee) or retired (superseded by a confirmed newer epoch).",
+		}, []string{"action"}),
 		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "signer_sessions_active",
 			Help: "Ceremony sessions running on this node.",
@@ -143,7 +164,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Re-run signing attempts (attempt 1 and later) this node took part in.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{p.requests, p.finished, p.ceremony, p.latency, p.hsmOps, p.hsmErrors, p.dropped, p.sessions, p.plans, p.reruns} {
+	for _, c := range []prometheus.Collector{p.requests, p.finished, p.ceremony, p.latency, p.hsmOps, p.hsmErrors, p.dropped, p.ignored, p.healed, p.sessions, p.plans, p.reruns} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -156,15 +177,16 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 // Snapshot returns the counters' current values.
 func (m *Metrics) Snapshot() Snapshot {
 	if m == nil {
-		return Snapshot{Drops: map[string]int64{}, RequestDrops: map[string]int64{}}
+		return Snapshot{Drops: map[string]int64{}, RequestDrops: map[string]int64{}, ConfirmationsIgnored: map[string]int64{}, Healed: map[string]int64{}}
 	}
 	m.dropsMu.Lock()
 	drops, reqDrops := maps.Clone(m.drops), maps.Clone(m.reqDrops)
+	ignored, healed := maps.Clone(m.ignored), maps.Clone(m.healed)
 	m.dropsMu.Unlock()
 	return Snapshot{
 		Accepted: m.accepted.Load(), Rejected: m.rejected.Load(), InvalidSignature: m.unauthenticated.Load(),
 		Succeeded: m.succeeded.Load(), Failed: m.failed.Load(), Plans: m.plans.Load(), Reruns: m.reruns.Load(), Drops: drops,
-		RequestDrops: reqDrops,
+		RequestDrops: reqDrops, ConfirmationsIgnored: ignored, Healed: healed,
 	}
 }
 
@@ -343,4 +365,31 @@ func (s *signer) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 	sig, err := s.Signer.Sign(r, digest, opts)
 	s.m.hsmOp(s.name, "sign", start, err)
 	return sig, err
+}
+
+// ConfirmationIgnored counts a key confirmation ignored, by reason.
+func (m *Metrics) ConfirmationIgnored(reason string) {
+	if m == nil {
+		return
+	}
+	m.dropsMu.Lock()
+	m.ignored[reason]++
+	m.dropsMu.Unlock()
+	if m.prom != nil {
+		m.prom.ignored.WithLabelValues(reason).Inc()
+	}
+}
+
+// Healed counts a share switched from key confirmations: action is
+// "activated" or "retired".
+func (m *Metrics) Healed(action string) {
+	if m == nil {
+		return
+	}
+	m.dropsMu.Lock()
+	m.healed[action]++
+	m.dropsMu.Unlock()
+	if m.prom != nil {
+		m.prom.healed.WithLabelValues(action).Inc()
+	}
 }

@@ -29,6 +29,8 @@ func record(m *Metrics) {
 	m.Dropped("bad_signature")
 	m.Dropped("bad_signature")
 	m.Dropped("replay")
+	m.ConfirmationIgnored("bad_signature")
+	m.Healed("retired")
 }
 
 func TestSnapshot(t *testing.T) {
@@ -38,8 +40,9 @@ func TestSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Snapshot{Accepted: 3, Rejected: 4, InvalidSignature: 2, Succeeded: 1, Failed: 1,
-		Drops:        map[string]int64{"bad_signature": 2, "replay": 1},
-		RequestDrops: map[string]int64{"dropped_subject": 1, "dropped_malformed": 1, "dropped_subject_mismatch": 1, "dropped_unauthenticated": 2}}
+		Drops:                map[string]int64{"bad_signature": 2, "replay": 1},
+		RequestDrops:         map[string]int64{"dropped_subject": 1, "dropped_malformed": 1, "dropped_subject_mismatch": 1, "dropped_unauthenticated": 2},
+		ConfirmationsIgnored: map[string]int64{"bad_signature": 1}, Healed: map[string]int64{"retired": 1}}
 	for _, tc := range []struct {
 		name string
 		m    *Metrics
@@ -47,7 +50,7 @@ func TestSnapshot(t *testing.T) {
 	}{
 		{"counters only", NewCounters(), want},
 		{"with Prometheus", exported, want},
-		{"nil", nil, Snapshot{Drops: map[string]int64{}, RequestDrops: map[string]int64{}}},
+		{"nil", nil, Snapshot{Drops: map[string]int64{}, RequestDrops: map[string]int64{}, ConfirmationsIgnored: map[string]int64{}, Healed: map[string]int64{}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			record(tc.m)
@@ -63,8 +66,13 @@ func TestSnapshot(t *testing.T) {
 			if !maps.Equal(got.RequestDrops, tc.want.RequestDrops) {
 				t.Fatalf("request drops %v, want %v", got.RequestDrops, tc.want.RequestDrops)
 			}
+			if !maps.Equal(got.ConfirmationsIgnored, tc.want.ConfirmationsIgnored) || !maps.Equal(got.Healed, tc.want.Healed) {
+				t.Fatalf("confirmations ignored %v, healed %v; want %v, %v", got.ConfirmationsIgnored, got.Healed, tc.want.ConfirmationsIgnored, tc.want.Healed)
+			}
 			got.Drops, tc.want.Drops = nil, nil
 			got.RequestDrops, tc.want.RequestDrops = nil, nil
+			got.ConfirmationsIgnored, tc.want.ConfirmationsIgnored = nil, nil
+			got.Healed, tc.want.Healed = nil, nil
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("snapshot %+v, want %+v", got, tc.want)
 			}
@@ -108,6 +116,8 @@ func TestPrometheusSeesTheSameCounts(t *testing.T) {
 		`signer_requests_finished_total{op="keygen",outcome="NODES_NOT_READY"} 1`,
 		`signer_requests_finished_total{op="reshare",outcome="not_participant"} 1`,
 		`signer_round_messages_dropped_total{reason="bad_signature"} 2`,
+		`signer_key_confirmations_ignored_total{reason="bad_signature"} 1`,
+		`signer_shares_healed_total{action="retired"} 1`,
 		`signer_round_messages_dropped_total{reason="replay"} 1`,
 	} {
 		if !slices.Contains(strings.Split(body, "\n"), series) {

@@ -72,6 +72,10 @@ type Config struct {
 	// finish before they are cancelled. Default 60 s.
 	DrainTimeout time.Duration
 
+	// Faults injects failures at chosen points of a ceremony: tests only
+	// (nil in production; the config file cannot set it).
+	Faults *Faults
+
 	Metrics *metrics.Metrics // nil: no metrics
 	Logger  *slog.Logger
 }
@@ -85,7 +89,9 @@ type Node struct {
 	sealer   *hsm.Sealer
 	identity crypto.Signer
 	log      *slog.Logger
-	kv       jetstream.KeyValue
+	kv       jetstream.KeyValue // readiness bucket
+	keys     jetstream.KeyValue // key confirmations bucket (heal.go)
+	peerKeys map[string]crypto.PublicKey
 	ready    *readiness
 
 	fixtureNext atomic.Uint64
@@ -99,6 +105,7 @@ type Node struct {
 	inflight sync.Map     // walletID -> *keygenClaim: the newest keygen of the wallet not finished yet
 	board    *board       // open sign requests and their re-run plans
 	handling sync.Map     // clientID\x00requestID -> struct{}: requests being handled
+	healMu   sync.Map     // walletID\x00keyType -> *sync.Mutex (walletLock)
 	running  sync.WaitGroup
 }
 
@@ -159,8 +166,12 @@ func New(ctx context.Context, cfg Config, nc *nats.Conn, backend hsm.Backend, st
 	if m == nil {
 		m = metrics.NewCounters()
 	}
+	peerKeys := make(map[string]crypto.PublicKey, len(cfg.Peers))
+	for id, k := range cfg.Peers {
+		peerKeys[id] = k
+	}
 	return &Node{
-		cfg: cfg, nc: nc, js: js, st: st, sealer: hsm.NewSealer(backend), identity: id,
+		cfg: cfg, nc: nc, js: js, st: st, sealer: hsm.NewSealer(backend), identity: id, peerKeys: peerKeys,
 		log: cfg.Logger.With("node", cfg.NodeID), m: m, isReady: make(chan struct{}), started: time.Now().UTC(),
 		board: newBoard(),
 	}, nil
@@ -230,6 +241,9 @@ func (n *Node) Run(ctx context.Context) error {
 		if kv, err = routing.EnsureReadyBucket(setup, n.js, n.cfg.Ready); err != nil {
 			return fmt.Errorf("readiness bucket: %w", err)
 		}
+		if n.keys, err = routing.EnsureKeysBucket(setup, n.js, n.cfg.Streams); err != nil {
+			return fmt.Errorf("key confirmations bucket: %w", err)
+		}
 		ttl := n.cfg.Ready.TTL
 		if ttl <= 0 {
 			ttl = routing.DefaultReadyTTL
@@ -250,6 +264,10 @@ func (n *Node) Run(ctx context.Context) error {
 			return err
 		}
 		n.pruneJournalOnce()
+		// Pending shares of reshares whose last "sealed" this node missed:
+		// activated now if the committee confirmed them, before the node is
+		// ready and can be chosen to sign.
+		n.healAtStart(setup)
 		if err := routing.PutReady(setup, kv, n.cfg.NodeID, nil); err != nil {
 			return fmt.Errorf("readiness: %w", err)
 		}

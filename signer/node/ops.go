@@ -121,13 +121,23 @@ func (n *Node) keygenOne(ctx context.Context, sid string, r *protocol.KeygenRequ
 	if err != nil {
 		return nil, fmt.Errorf("chain code: %w", err)
 	}
+	digest, err := keyDigest(sc, pub, pt)
+	if err != nil {
+		return nil, err
+	}
 	meta := store.WalletMeta{
 		WalletID: r.WalletID, KeyType: kt, Epoch: 1, Committee: n.cfg.Committee, Threshold: n.cfg.Signers.TSSThreshold(),
 		PubKey: pub, ChainCode: chain, CreatedAt: time.Now().UTC(), Status: store.StatusActive, CreatedBy: r.ClientID,
 		Request: r.RequestID,
+		KeyDigest: digest, Ceremony: sid,
 	}
 	if err := n.st.PutShare(meta, sealed); err != nil {
 		return nil, fmt.Errorf("store share: %w", err)
+	}
+	// The share is stored and active: its confirmation tells nodes that
+	// have no record of the wallet that it exists (beforeSign).
+	if err := n.publishConfirmation(ctx, meta); err != nil {
+		n.log.Warn("keygen: key confirmation not published", "wallet", r.WalletID, "key_type", kt, "err", err)
 	}
 	return pub, nil
 }
@@ -135,6 +145,9 @@ func (n *Node) keygenOne(ctx context.Context, sid string, r *protocol.KeygenRequ
 // sign runs a signing ceremony if this node is one of the t+1 chosen
 // signers, and stays out otherwise.
 func (n *Node) sign(ctx context.Context, r *protocol.SigningRequest) outcome {
+	if out, stop := n.beforeSign(ctx, r); stop { // heal.go: catch up with missed reshares; stay out without an active share
+		return out
+	}
 	res := protocol.NewResult(r)
 	if n.leftCommittee(r.WalletID, r.KeyType) {
 		return notParticipant() // a reshare moved this key elsewhere

@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -102,4 +104,16 @@ func (r *readiness) view() map[string]bool {
 		}
 	}
 	return out
+}
+
+// ReadyPeers returns the nodes this node sees as ready now (its readiness
+// view, which the signer choice uses), sorted; nil until the node consumes
+// requests (Ready).
+func (n *Node) ReadyPeers() []string {
+	select {
+	case <-n.isReady:
+		return slices.Sorted(maps.Keys(n.ready.view()))
+	default:
+		return nil
+	}
 }

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
@@ -64,6 +63,23 @@ func (n *Node) reshareWith(ctx context.Context, r *protocol.ReshareRequest, res 
 	if err != nil {
 		return failed(res, protocol.CodeBadRequest, err.Error())
 	}
+	// A keygen of the wallet that this node consumed before this request
+	// (every node consumes in the stream's order) stores its share before
+	// the node announces what it holds; then the node catches up with any
+	// reshare of the key it missed (heal: the committee's confirmations).
+	if n.awaitKeygen(ctx, r.WalletID) {
+		n.log.Debug("reshare waited for a keygen of the wallet", "wallet", r.WalletID, "request_id", r.RequestID)
+	}
+	n.heal(ctx, r.WalletID, kt)
+	sid := sessionID("reshare", r.ClientID, r.RequestID, kt)
+	if m, err := n.st.Newest(r.WalletID, kt); err == nil && m.Ceremony == sid && m.Status != store.StatusPending {
+		// This reshare committed while this node was away (it consumes
+		// the request late, after a restart): heal just switched to it.
+		n.log.Info("reshare already committed without this node; staying out", "wallet", r.WalletID, "key_type", kt,
+			"request_id", r.RequestID, "epoch", m.Epoch, "status", m.Status)
+		return notParticipant()
+	}
+
 	// What this node holds.
 	meta, sealed, err := n.st.Share(r.WalletID, kt)
 	holds := err == nil
@@ -87,7 +103,6 @@ func (n *Node) reshareWith(ctx context.Context, r *protocol.ReshareRequest, res 
 	}
 	isNew := slices.Contains(r.NodeIDs, n.cfg.NodeID)
 
-	sid := sessionID("reshare", r.ClientID, r.RequestID, kt)
 	tr, err := n.openSession(ctx, sid, parts)
 	if err != nil {
 		return failedBy(ctx, res, err)
@@ -143,19 +158,39 @@ func (n *Node) reshareWith(ctx context.Context, r *protocol.ReshareRequest, res 
 	}
 	defer secret.Zero(share)
 
-	// 4. Seal pending, confirm, then switch epochs.
+	// 4. Seal pending, confirm (key confirmation in the bucket, then
+	// "sealed" on the session), then switch epochs.
 	newEpoch := plan.epoch + 1
+	var digest []byte
 	if isNew {
-		if err := n.sealPending(ctx, r, plan, newEpoch, share); err != nil {
+		pending, err := n.sealPending(ctx, r, plan, newEpoch, share, sc, sid)
+		if err != nil {
+			return n.reshareFailed(ctx, res, err, giveUp)
+		}
+		digest = pending.KeyDigest
+		if out, stop := n.reshareFaulted(ctx, res, AfterSealPending, r, newEpoch, giveUp); stop {
+			return out
+		}
+		if err := n.publishConfirmation(ctx, pending); err != nil {
 			return n.reshareFailed(ctx, res, err, giveUp)
 		}
 		if err := mux.AnnounceSealed(ctx, plan.pub); err != nil {
 			return n.reshareFailed(ctx, res, err, giveUp)
 		}
+		if out, stop := n.reshareFaulted(ctx, res, AfterAnnounceSealed, r, newEpoch, giveUp); stop {
+			return out
+		}
 	}
 	if err := mux.AwaitSealed(cctx, r.NodeIDs); err != nil {
-		// Our pending share (if any) stays pending; the old one stays active.
-		return n.reshareFailed(ctx, res, err, giveUp)
+		// A "sealed" that did not arrive (or a peer that gave up after it
+		// confirmed) does not undo a reshare the whole new committee
+		// confirmed in the bucket; short of that, our pending share (if
+		// any) stays pending and the old one stays active.
+		if !n.reshareConfirmed(ctx, r, plan, newEpoch, sid, digest) {
+			return n.reshareFailed(ctx, res, err, giveUp)
+		}
+		n.log.Info("reshare: not every \"sealed\" arrived, but the whole new committee confirmed the key", "wallet", r.WalletID,
+			"key_type", kt, "epoch", newEpoch, "err", err)
 	}
 	if err := n.switchEpoch(ctx, r, plan, newEpoch, isNew); err != nil {
 		n.log.Error("reshare confirmed but the store could not switch epochs", "wallet", r.WalletID, "key_type", kt, "err", err)
@@ -192,30 +227,69 @@ type reshareMeta struct {
 	owner string
 }
 
-// sealPending stores the new share at epoch as pending. A pending share left
-// at that epoch by an earlier, unconfirmed attempt is replaced.
-// share is the new share's plaintext; the caller owns and zeroes it.
-func (n *Node) sealPending(ctx context.Context, r *protocol.ReshareRequest, plan *reshareMeta, epoch uint64, share []byte) error {
+// sealPending stores the new share at epoch as pending, with the digest
+// of its public data (keyDigest) and the ceremony's session ID sid, and
+// returns its metadata. A pending share left at that epoch by an earlier,
+// unconfirmed attempt is replaced. share is the new share's plaintext; the
+// caller owns and zeroes it.
+func (n *Node) sealPending(ctx context.Context, r *protocol.ReshareRequest, plan *reshareMeta, epoch uint64, share []byte,
+	sc ceremony.Scheme, sid string) (store.WalletMeta, error) {
 	if share == nil {
-		return fmt.Errorf("%w: new member without a new share", ceremony.ErrParty)
+		return store.WalletMeta{}, fmt.Errorf("%w: new member without a new share", ceremony.ErrParty)
+	}
+	digest, err := keyDigest(sc, plan.pub, share)
+	if err != nil {
+		return store.WalletMeta{}, err
 	}
 	sealed, err := n.sealer.Seal(ctx, share, shareBinding(n.cfg.NodeID, r.WalletID, r.KeyType, epoch))
 	if err != nil {
-		return err
+		return store.WalletMeta{}, err
 	}
+	mu := n.walletLock(r.WalletID, r.KeyType)
+	mu.Lock()
+	defer mu.Unlock()
 	if prev, _, err := n.st.ShareAt(r.WalletID, r.KeyType, epoch); err == nil {
-		if prev.Status == store.StatusActive {
-			return fmt.Errorf("store: epoch %d of wallet %s %s is already active", epoch, r.WalletID, r.KeyType)
+		if prev.Status != store.StatusPending {
+			return store.WalletMeta{}, fmt.Errorf("store: epoch %d of wallet %s %s is already %s", epoch, r.WalletID, r.KeyType, prev.Status)
 		}
 		if err := n.st.DeleteShare(r.WalletID, r.KeyType, epoch); err != nil {
-			return err
+			return store.WalletMeta{}, err
 		}
 	}
 	meta := store.WalletMeta{
 		WalletID: r.WalletID, KeyType: r.KeyType, Epoch: epoch, Committee: slices.Clone(r.NodeIDs), Threshold: r.NewThreshold,
 		PubKey: plan.pub, CreatedAt: time.Now().UTC(), Status: store.StatusPending, CreatedBy: plan.owner,
+		KeyDigest: digest, Ceremony: sid,
 	}
-	return n.st.PutShare(meta, sealed)
+	return meta, n.st.PutShare(meta, sealed)
+}
+
+// reshareFaulted applies a test fault (Config.Faults) at point: stop
+// reports whether the reshare ends there, with out as its outcome.
+func (n *Node) reshareFaulted(ctx context.Context, res *protocol.Result, point FaultPoint, r *protocol.ReshareRequest, epoch uint64,
+	giveUp func(string)) (out outcome, stop bool) {
+	switch n.reshareFault(point, r.WalletID, r.KeyType, epoch) {
+	case FaultFail:
+		return n.reshareFailed(ctx, res, fmt.Errorf("test fault at %s", point), giveUp), true
+	case FaultCrash:
+		return notParticipant(), true
+	}
+	return outcome{}, false
+}
+
+// reshareConfirmed reports whether the bucket shows this reshare committed:
+// every member of the new committee confirmed the same key at epoch, for
+// this ceremony (sid), with the request's committee and threshold and the
+// plan's public key, and (for a new member) this node's own digest.
+func (n *Node) reshareConfirmed(ctx context.Context, r *protocol.ReshareRequest, plan *reshareMeta, epoch uint64, sid string, digest []byte) bool {
+	if n.keys == nil {
+		return false
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), healReadTimeout)
+	defer cancel()
+	c, ok := committedAt(n.confirmationsAt(rctx, r.WalletID, r.KeyType, epoch))
+	return ok && c.Ceremony == sid && slices.Equal(c.Committee, r.NodeIDs) && c.Threshold == r.NewThreshold &&
+		c.PubKey == hex.EncodeToString(plan.pub) && (digest == nil || c.KeyDigest == hex.EncodeToString(digest))
 }
 
 // retiredMarker is what a retired record seals instead of a share: a node
@@ -224,29 +298,33 @@ func (n *Node) sealPending(ctx context.Context, r *protocol.ReshareRequest, plan
 type retiredMarker struct {
 	Retired   bool   `json:"retired"`
 	SessionID string `json:"session_id"`
+	// Ceremony: the session ID of the reshare that moved the key (a retired
+	// record written from the committee's confirmations has only this).
+	Ceremony string `json:"ceremony,omitempty"`
 }
 
 // switchEpoch runs once every new member has sealed. A new member activates
 // its pending share at epoch; an old-only member seals a retired marker
 // (metadata, no share) for epoch. Either way the store's one SwitchEpoch
 // transaction also deletes the older epochs, so a crash leaves this node
-// with either its old records or its new one.
+// with either its old records or its new one. A switch that heal already
+// made (the committee's confirmations came first) is left as it is.
 func (n *Node) switchEpoch(ctx context.Context, r *protocol.ReshareRequest, plan *reshareMeta, epoch uint64, isNew bool) error {
+	mu := n.walletLock(r.WalletID, r.KeyType)
+	mu.Lock()
+	defer mu.Unlock()
 	if isNew {
 		return n.st.SwitchEpoch(r.WalletID, r.KeyType, epoch, nil)
 	}
-	pt, err := json.Marshal(retiredMarker{Retired: true, SessionID: r.SessionID})
+	if at, _, err := n.st.ShareAt(r.WalletID, r.KeyType, epoch); err == nil && at.Status == store.StatusRetired {
+		return nil
+	}
+	rec, err := n.retiredRecord(ctx, r.WalletID, r.KeyType, epoch, r.NodeIDs, r.NewThreshold, plan.pub, plan.owner,
+		retiredMarker{Retired: true, SessionID: r.SessionID, Ceremony: sessionID("reshare", r.ClientID, r.RequestID, r.KeyType)})
 	if err != nil {
 		return err
 	}
-	sealed, err := n.sealer.Seal(ctx, pt, shareBinding(n.cfg.NodeID, r.WalletID, r.KeyType, epoch))
-	if err != nil {
-		return err
-	}
-	return n.st.SwitchEpoch(r.WalletID, r.KeyType, epoch, &store.Record{Meta: store.WalletMeta{
-		WalletID: r.WalletID, KeyType: r.KeyType, Epoch: epoch, Committee: slices.Clone(r.NodeIDs), Threshold: r.NewThreshold,
-		PubKey: plan.pub, CreatedAt: time.Now().UTC(), Status: store.StatusRetired, CreatedBy: plan.owner,
-	}, Sealed: sealed})
+	return n.st.SwitchEpoch(r.WalletID, r.KeyType, epoch, rec)
 }
 
 // leftCommittee reports whether this node holds no active share of the

@@ -11,7 +11,9 @@
 //   - "sealed": a new committee member sealed its new share as pending
 //     (AnnounceSealed, AwaitSealed);
 //   - "failed": a participant gave up, with a reason (GiveUp); it ends every
-//     peer's wait for announcements and, through Watch, their ceremony.
+//     peer's wait for announcements (an Exchange after exchangeGrace, so
+//     that the announcements still on their way arrive) and, through
+//     Watch, their ceremony.
 package reshare
 
 import (
@@ -46,6 +48,14 @@ const (
 
 // giveUpTimeout bounds the broadcast of a "failed" message.
 const giveUpTimeout = 2 * time.Second
+
+// exchangeGrace is how long Exchange still waits for the announcements it
+// misses once a peer gave up. Every participant announces before it can
+// give up, so a peer that refused the request after its own exchange (the
+// requester may not use the wallet) must not keep the others from reaching
+// the same decision, with its code, from the announcements still on their
+// way.
+const exchangeGrace = 2 * time.Second
 
 // ErrPeerFailed: a participant announced that it gave up. Its text is the
 // wording clients have always received in the result.
@@ -183,7 +193,7 @@ func (m *Mux) Exchange(ctx context.Context, mine committee.Holding, participants
 	if err := m.send(ctx, metaOf(mine)); err != nil {
 		return nil, err
 	}
-	got, err := m.collect(ctx, kindMeta, m.others(participants))
+	got, err := m.collect(ctx, kindMeta, m.others(participants), exchangeGrace)
 	if err != nil {
 		return nil, err
 	}
@@ -203,7 +213,7 @@ func (m *Mux) AnnounceSealed(ctx context.Context, pub []byte) error {
 // AwaitSealed waits for "sealed" from every member of newCommittee but this
 // node.
 func (m *Mux) AwaitSealed(ctx context.Context, newCommittee []string) error {
-	_, err := m.collect(ctx, kindSealed, m.others(newCommittee))
+	_, err := m.collect(ctx, kindSealed, m.others(newCommittee), 0)
 	return err
 }
 
@@ -244,12 +254,16 @@ func (m *Mux) others(ids []string) []string {
 // collect waits for one control message of kind from each of peers.
 // Messages from other nodes are dropped; messages of another kind (a later
 // step's, come early) are queued again when collect returns. A peer's
-// "failed" ends it with ErrPeerFailed; the end of ctx with an error that
-// names the peers still missing.
-func (m *Mux) collect(ctx context.Context, kind string, peers []string) (map[string]control, error) {
+// "failed" ends it with ErrPeerFailed, at once or, with a grace, once the
+// grace has passed without the missing messages (when they all arrive, the
+// "failed" stays queued for the next step); the end of ctx ends it with an
+// error that names the peers still missing.
+func (m *Mux) collect(ctx context.Context, kind string, peers []string, grace time.Duration) (map[string]control, error) {
 	peers = slices.Compact(slices.Sorted(slices.Values(peers)))
 	got := map[string]control{}
 	var early []ctlMsg
+	var failure *ctlMsg
+	var graceOver <-chan time.Time
 	defer func() {
 		for _, c := range early {
 			select {
@@ -257,7 +271,16 @@ func (m *Mux) collect(ctx context.Context, kind string, peers []string) (map[str
 			default:
 			}
 		}
+		if failure != nil {
+			select {
+			case m.failed <- *failure: // for Watch and the next step
+			default:
+			}
+		}
 	}()
+	peerFailed := func(f ctlMsg) error {
+		return fmt.Errorf("%w: %s gave up: %s", ErrPeerFailed, f.from, f.msg.Reason)
+	}
 	for len(got) < len(peers) {
 		select {
 		case c := <-m.ctl:
@@ -270,7 +293,16 @@ func (m *Mux) collect(ctx context.Context, kind string, peers []string) (map[str
 			}
 			got[c.from] = c.msg
 		case f := <-m.failed:
-			return nil, fmt.Errorf("%w: %s gave up: %s", ErrPeerFailed, f.from, f.msg.Reason)
+			if grace <= 0 {
+				return nil, peerFailed(f)
+			}
+			if failure == nil {
+				failure, graceOver = &f, time.After(grace)
+			}
+		case <-graceOver:
+			f := *failure
+			failure = nil
+			return nil, peerFailed(f)
 		case <-ctx.Done():
 			missing := slices.DeleteFunc(peers, func(p string) bool { _, ok := got[p]; return ok })
 			return nil, fmt.Errorf("no %s announcement from %v: %w", kind, missing, ctx.Err())

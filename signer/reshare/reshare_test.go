@@ -132,6 +132,30 @@ func TestPeerFailedEndsCollect(t *testing.T) {
 	}
 }
 
+// TestExchangeOutlivesAGiveUp: a peer that announced and then gave up
+// (it refused the request after its own exchange) does not end the
+// exchange of a node still waiting for another peer's announcement; the
+// failure stays queued for the next step.
+func TestExchangeOutlivesAGiveUp(t *testing.T) {
+	n := newNet(t, []string{"a", "b", "c"}, "a")
+	n.raw(t, "c", true, "\x01"+`{"kind":"meta"}`)
+	n.raw(t, "c", true, "\x01"+`{"kind":"failed","reason":"the requester may not use this wallet"}`)
+	ctx := deadline(t, 5*time.Second)
+	done := make(chan error, 1)
+	go func() {
+		_, err := n.muxs["a"].Exchange(ctx, holdingOf("a"), []string{"a", "b", "c"})
+		done <- err
+	}()
+	time.Sleep(quiet) // b announces after c gave up
+	n.raw(t, "b", true, "\x01"+`{"kind":"meta","holds":true,"epoch":2,"committee":["a","b"],"threshold":1,"pub_key":"02ab","share_key":"b1","owner":"svcA"}`)
+	if err := <-done; err != nil {
+		t.Fatalf("exchange: %v", err)
+	}
+	if err := n.muxs["a"].AwaitSealed(ctx, []string{"a", "b", "c"}); !errors.Is(err, ErrPeerFailed) {
+		t.Fatalf("after the exchange: got %v, want ErrPeerFailed", err)
+	}
+}
+
 func TestGiveUpAfterContextEnded(t *testing.T) {
 	n := newNet(t, []string{"a", "b"}, "a", "b")
 	ended, cancel := context.WithCancel(context.Background())

@@ -131,6 +131,14 @@ type WalletMeta struct {
 	// node that restarts before publishing that keygen's result publishes
 	// it from the store).
 	Request string `json:"request,omitempty"`
+	// KeyDigest is the digest of the key's public data that this node
+	// computed from its share and confirmed (ceremony.KeyDigest,
+	// protocol.KeyConfirmation); Ceremony is the session ID of the keygen
+	// or reshare that produced the share. Both are empty in records written
+	// before key confirmations, and in retired records of a node that never
+	// held a share at that epoch.
+	KeyDigest []byte `json:"key_digest,omitempty"`
+	Ceremony  string `json:"ceremony,omitempty"`
 }
 
 // Share statuses.
