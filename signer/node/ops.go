@@ -128,7 +128,7 @@ func (n *Node) keygenOne(ctx context.Context, sid string, r *protocol.KeygenRequ
 	meta := store.WalletMeta{
 		WalletID: r.WalletID, KeyType: kt, Epoch: 1, Committee: n.cfg.Committee, Threshold: n.cfg.Signers.TSSThreshold(),
 		PubKey: pub, ChainCode: chain, CreatedAt: time.Now().UTC(), Status: store.StatusActive, CreatedBy: r.ClientID,
-		Request: r.RequestID,
+		Request:   r.RequestID,
 		KeyDigest: digest, Ceremony: sid,
 	}
 	if err := n.st.PutShare(meta, sealed); err != nil {
