@@ -22,6 +22,10 @@ const UNCLAIMED_DELAY_MS = 1000;
 const MAX_UNCLAIMED_DELAY_MS = 30_000;
 const MIN_DECIDED_FOR_MS = 10 * 60_000;
 const MAX_DECIDED = 1 << 16;
+/** How long after a request's expires_at the client still waits for results before deciding TIMEOUT (the Go client's DefaultExpiryGrace). */
+export const DEFAULT_EXPIRY_GRACE_MS = 10_000;
+/** At most this many requests may be sent and undecided at once (the Go client's MaxPendingRequests). */
+export const MAX_PENDING_REQUESTS = 65_536;
 
 export interface Logger {
   debug?(msg: string, fields?: Record<string, unknown>): void;
@@ -41,15 +45,26 @@ export interface ClientOptions {
   nodeKeys: Record<string, PublicKeyInput>;
   /** t+1 (signerd's threshold). Default: a majority of nodeKeys. */
   signers?: number;
-  /** expires_at - created_at. Default 5 minutes. A callback's undecided request is decided TIMEOUT this long after its first result. */
+  /**
+   * expires_at - created_at. Default 5 minutes. A request this client sent
+   * is decided TIMEOUT at its expires_at plus expiryGraceMs when nothing was
+   * attested (also when no node answered); a request another process of the
+   * client sent, this long after its first result.
+   */
   requestTtlMs?: number;
+  /** How long after expires_at results are still awaited (default 10 s, at most an hour). */
+  expiryGraceMs?: number;
   /** AckWait of the result consumers (default 30 s). */
   resultAckWaitMs?: number;
   logger?: Logger;
 }
 
 export interface WaitOptions {
-  /** Deadline of the wait (default: the request TTL). At the deadline an undecided request is TIMEOUT. */
+  /**
+   * Deadline of the wait (default and at most: the request's expires_at plus
+   * the grace). At the deadline an undecided request is TIMEOUT, and decided
+   * for this client: later results are acked as stragglers, no callback sees it.
+   */
   timeoutMs?: number;
   signal?: AbortSignal;
 }
@@ -111,6 +126,9 @@ export class Client {
   private readonly nodeKeys: NodeKeys;
   private readonly rules: Required<Rules>;
   private readonly ttl: number;
+  private readonly grace: number;
+  /** Requests this client sent and has not seen decided: key -> when they are decided TIMEOUT. */
+  private readonly submitted = new Map<string, { key: ReqKey; deadline: number }>();
   private readonly ackWait: number;
   private readonly log: Logger;
   private closed = false;
@@ -123,6 +141,7 @@ export class Client {
   private readonly loops: Promise<void>[] = [];
   private readonly cbChain = new Map<Op, Promise<void>>();
   private keeper?: NodeJS.Timeout;
+  private lastWorking = 0;
   private readonly wallets = new Map<string, Result>(); // wallet_id -> attested keygen success
   private readonly counters: Stats = { delivered: 0, dropped: 0, misrouted: 0, unclaimed: 0, stragglers: 0 };
 
@@ -143,6 +162,8 @@ export class Client {
     this.rules = { nodes, signers: opts.signers ?? signersOf({ nodes }) };
     this.ttl = opts.requestTtlMs ?? DEFAULT_REQUEST_TTL_MS;
     if (!(this.ttl > 0 && this.ttl <= MAX_REQUEST_TTL_MS)) throw new HwSignerError("CONFIG", `client: request TTL ${this.ttl} ms out of range`);
+    this.grace = opts.expiryGraceMs ?? DEFAULT_EXPIRY_GRACE_MS;
+    if (!(this.grace >= 0 && this.grace <= 3_600_000)) throw new HwSignerError("CONFIG", `client: expiry grace ${this.grace} ms out of range`);
     this.ackWait = opts.resultAckWaitMs ?? DEFAULT_RESULT_ACK_WAIT_MS;
     if (this.ackWait < 1000) throw new HwSignerError("CONFIG", "client: result ack wait below 1 s");
     this.log = opts.logger ?? {};
@@ -210,8 +231,28 @@ export class Client {
 
   private async send(op: Op, p: KeygenParams | SignParams | ReshareParams): Promise<string> {
     const { requestId, members } = this.prepare(op, p); // throws ValidationError before anything is sent
-    await this.publish(op, requestId, members);
+    const k = this.track(op, requestId, members.expires_at as number);
+    try {
+      await this.publish(op, requestId, members);
+    } catch (e) {
+      this.submitted.delete(k); // not published: the caller has the error
+      throw e;
+    }
     return requestId;
+  }
+
+  /** Tracks a request this client sends: its callback gets a decision by expires_at plus the grace. */
+  private track(op: Op, requestId: string, expiresAt: number): string {
+    if (this.closed) throw new ClosedError();
+    const key = { op, requestId, keyId: this.keyId };
+    const k = keyOf(key);
+    if (!this.submitted.has(k) && this.submitted.size >= MAX_PENDING_REQUESTS) {
+      throw new HwSignerError("TOO_MANY_PENDING", `client: ${MAX_PENDING_REQUESTS} requests sent and undecided; nothing was sent`);
+    }
+    this.decided.delete(k);
+    this.submitted.set(k, { key, deadline: expiresAt + this.grace });
+    this.startKeeper();
+    return k;
   }
 
   private async publish(op: Op, requestId: string, members: Record<string, unknown>): Promise<void> {
@@ -230,12 +271,13 @@ export class Client {
     const { requestId, members } = this.prepare(op, p);
     await this.ensureConsumer(op);
     const w = this.addWaiter(op, requestId);
+    const untilExpiry = (members.expires_at as number) + this.grace - Date.now();
     let timer: NodeJS.Timeout | undefined;
     let onAbort: (() => void) | undefined;
     try {
       const decided = new Promise<Decision>((resolve) => (w.resolve = resolve));
       const deadline = new Promise<"deadline">((resolve) => {
-        timer = setTimeout(() => resolve("deadline"), opts.timeoutMs ?? this.ttl);
+        timer = setTimeout(() => resolve("deadline"), Math.max(0, Math.min(opts.timeoutMs ?? untilExpiry, untilExpiry)));
         if (opts.signal) {
           onAbort = () => resolve("deadline");
           if (opts.signal.aborted) onAbort();
@@ -246,7 +288,7 @@ export class Client {
       const got = await Promise.race([decided, deadline]);
       let d: Decision;
       if (got === "deadline") {
-        const owned = this.dropWaiter(requestId, w);
+        const owned = this.giveUp(requestId, w);
         d = owned ?? (await decided);
       } else {
         d = got;
@@ -372,8 +414,13 @@ export class Client {
         for await (const m of msgs) this.handle(op, m);
       })().catch((e) => this.log.warn?.("result consumer stopped", { op, err: String(e) })),
     );
+    this.startKeeper();
+  }
+
+  /** Starts the keeper: every 250 ms it decides what is due; in-progress acks for held results every half ack wait. */
+  private startKeeper(): void {
     if (!this.keeper) {
-      this.keeper = setInterval(() => this.keep(), Math.max(500, this.ackWait / 2));
+      this.keeper = setInterval(() => this.keep(), 250);
       this.keeper.unref();
     }
   }
@@ -394,6 +441,21 @@ export class Client {
     return w;
   }
 
+  /**
+   * Ends a waiter at its deadline: an undecided request is decided TIMEOUT
+   * for this client (its held results acked, later ones stragglers, no
+   * callback ever sees it); undefined when it was decided just now.
+   */
+  private giveUp(requestId: string, w: Waiter): Decision | undefined {
+    if (this.waiters.get(requestId) === w) this.waiters.delete(requestId);
+    const k = keyOf(w.p.key);
+    if (this.pending.get(k) !== w.p) return undefined;
+    this.take(w.p);
+    this.counters.stragglers += w.p.msgs.size;
+    for (const m of w.p.msgs.values()) m.ack();
+    return w.p.coll.expire();
+  }
+
   /** Removes a waiter; when its request is undecided returns Expire's TIMEOUT and returns its messages to the stream. */
   private dropWaiter(requestId: string, w: Waiter): Decision | undefined {
     if (this.waiters.get(requestId) === w) this.waiters.delete(requestId);
@@ -411,6 +473,7 @@ export class Client {
   private take(p: Pending): void {
     const k = keyOf(p.key);
     this.pending.delete(k);
+    this.submitted.delete(k);
     if (p.w && this.waiters.get(p.key.requestId) === p.w) this.waiters.delete(p.key.requestId);
     this.decided.set(k, Date.now());
     if (this.decided.size > MAX_DECIDED) this.decided.delete(this.decided.keys().next().value!);
@@ -505,12 +568,20 @@ export class Client {
     this.cbChain.set(p.key.op, next);
   }
 
-  /** In-progress acks for held messages; TIMEOUT for callback requests undecided for the TTL; forget old decisions. */
+  /**
+   * TIMEOUT for callback requests undecided by their deadline (a request
+   * this client sent: its expires_at plus the grace, also when no node
+   * answered; another's: the TTL after its first result); in-progress acks
+   * for held messages; forget old decisions.
+   */
   private keep(): void {
     if (this.closed) return;
     const now = Date.now();
+    const work = now - this.lastWorking >= Math.max(500, this.ackWait / 2);
+    if (work) this.lastWorking = now;
     for (const p of [...this.pending.values()]) {
-      if (!p.w && now - p.since >= this.ttl) {
+      const sub = this.submitted.get(keyOf(p.key));
+      if (!p.w && (sub ? now >= sub.deadline : now - p.since >= this.ttl)) {
         this.take(p);
         if (!p.real) {
           this.counters.stragglers += p.msgs.size;
@@ -522,7 +593,21 @@ export class Client {
         this.finish(p, d);
         continue;
       }
-      for (const m of p.msgs.values()) m.working();
+      if (work) for (const m of p.msgs.values()) m.working();
+    }
+    // Requests this client sent that no node answered by their deadline.
+    for (const [k, sub] of [...this.submitted]) {
+      if (now < sub.deadline || this.pending.has(k) || this.waiters.has(sub.key.requestId)) continue;
+      if (!this.handlers.get(sub.key.op)) {
+        this.submitted.delete(k); // no callback to decide it for
+        continue;
+      }
+      const p = this.newPending(sub.key);
+      p.real = true;
+      this.take(p);
+      const d = p.coll.expire();
+      this.log.warn?.("request undecided after the hold; delivering TIMEOUT", { op: sub.key.op, request_id: sub.key.requestId });
+      this.finish(p, d);
     }
     const keepFor = Math.max(MIN_DECIDED_FOR_MS, 2 * this.ttl);
     for (const [k, at] of this.decided) {
@@ -542,6 +627,7 @@ export class Client {
     await Promise.allSettled([...this.cbChain.values()]);
     for (const p of this.pending.values()) for (const m of p.msgs.values()) m.nak();
     this.pending.clear();
+    this.submitted.clear();
     for (const w of this.waiters.values()) w.resolve({ result: w.p.coll.expire().result, attestations: [], error: { code: "CLOSED", reason: "client closed", nodes: {} } });
     this.waiters.clear();
   }

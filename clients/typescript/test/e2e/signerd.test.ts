@@ -95,16 +95,41 @@ describe("signerd dev end to end", { timeout: 900_000 }, () => {
     );
   });
 
-  test("a wait that ends before the committee decides is TIMEOUT; the late result still reaches the callback", async () => {
+  test("a wait that ends before the committee decides is TIMEOUT, decided for this client: the late results are stragglers, no callback sees them", async () => {
     const tx = new Uint8Array(crypto.createHash("sha256").update("late").digest());
     const requestId = rid("late");
+    const before = a.stats().stragglers;
     await assert.rejects(
       a.signAndWait({ walletId: wallet, keyType: "secp256k1", txId: "late1", tx, requestId }, { timeoutMs: 1 }),
       (e: unknown) => e instanceof ResultError && e.code === "TIMEOUT" && e.isTimeout && e.retryable,
     );
-    const d = await until("the late decision on the callback", 120_000, () => aCallback.find((x) => x.result.request_id === requestId));
-    assert.equal(d.error, undefined);
-    verifySignResult(d.result, fromHex(walletRes.ecdsa_pub_key!), tx);
+    // The nodes still sign it; their results are acked as stragglers.
+    await until("the late results acked as stragglers", 120_000, () => (a.stats().stragglers >= before + 2 ? true : undefined));
+    assert.equal(aCallback.find((x) => x.result.request_id === requestId), undefined);
+  });
+
+  test("a request no node answers is decided TIMEOUT on the callback, once, at its expiry plus the grace", async () => {
+    // A key no node's policy knows: every node drops its requests unanswered.
+    const { privateKey } = crypto.generateKeyPairSync("ed25519");
+    const stranger = new Client({
+      nc, signer: privateKey.export({ type: "pkcs8", format: "pem" }).toString(), clientId: "svcZ",
+      nodeKeys: cluster.info!.peers, signers: cluster.info!.threshold, requestTtlMs: 3000, expiryGraceMs: 1000,
+    });
+    try {
+      const got: Decision[] = [];
+      await stranger.onSignResult((d) => void got.push(d));
+      const sent = Date.now();
+      const id = await stranger.sign({ walletId: wallet, keyType: "ed25519", txId: "nobody", tx: utf8("nobody answers") });
+      const d = await until("the TIMEOUT of an unanswered request", 60_000, () => got.find((x) => x.result.request_id === id));
+      const at = Date.now() - sent;
+      assert.equal(d.error?.code, "TIMEOUT");
+      assert.match(d.error!.reason, /no node answered/);
+      assert.ok(at >= 3000 + 1000 - 300, `decided ${at} ms after it was sent, before its expiry plus the grace`);
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.equal(got.filter((x) => x.result.request_id === id).length, 1);
+    } finally {
+      await stranger.close();
+    }
   });
 
   test("a legacy client (no clientId) gets its attested results on the legacy subjects", async () => {
