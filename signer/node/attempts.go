@@ -415,7 +415,7 @@ func (n *Node) onPlan(work context.Context, raw []byte) {
 		n.sessions.Add(1)
 		defer n.sessions.Add(-1)
 		out := n.runAttempt(work, o, p.Attempt, p.Signers)
-		if out.kind == outcomeRerun || out.kind == outcomeNotParticipant || out.kind == outcomeFailed && work.Err() != nil {
+		if out.kind == outcomeRerun || out.kind == outcomeNotParticipant || out.kind == outcomeFailed && n.stopping(work) {
 			return // handed on, or cut by the node's stop: its peers go on without it
 		}
 		n.m.Finished(protocol.OpSign, out.label())

@@ -65,9 +65,9 @@ func inboundOf(m jetstream.Msg) inbound {
 // wallet's keygen order (nil for anything but a verified keygen request).
 //
 // It returns false (do not ack) for a request cut by the node's stop (ctx
-// ended before it finished): its journal entry stays "accepted", nothing is
-// published, and the next start resumes it from the stream (which keeps it
-// until this node's consumer acks it).
+// ended, or the NATS connection closed, before it finished): its journal
+// entry stays "accepted", nothing is published, and the next start resumes
+// it from the stream (which keeps it until this node's consumer acks it).
 func (n *Node) handle(ctx context.Context, m inbound, claim *keygenClaim) (ack bool) {
 	ack = true
 	defer func() {
@@ -190,7 +190,7 @@ func (n *Node) handle(ctx context.Context, m inbound, claim *keygenClaim) (ack b
 	default:
 		out = failed(res, protocol.CodeBadRequest, "operation "+op+" is not supported by this node yet")
 	}
-	if out.kind == outcomeFailed && ctx.Err() != nil {
+	if out.kind == outcomeFailed && n.stopping(ctx) {
 		n.log.Warn("request cut by the node's stop; it resumes at the next start", "request_id", env.RequestID, "client_id", env.ClientID, "op", op)
 		return false
 	}
@@ -211,6 +211,14 @@ func (n *Node) handle(ctx context.Context, m inbound, claim *keygenClaim) (ack b
 	claim.release() // the wallet's shares are stored (or not): later requests need not wait for the publish
 	n.publish(ctx, out.res, until)
 	return true
+}
+
+// stopping reports whether a failure may be the node's stop rather than
+// the request's: its sessions' context ended, or its NATS connection is
+// closed for good (the process is going down; a reconnecting connection is
+// not closed). Such a request is left to the next start.
+func (n *Node) stopping(ctx context.Context) bool {
+	return ctx.Err() != nil || n.nc.IsClosed()
 }
 
 func (n *Node) reject(ctx context.Context, res *protocol.Result, until time.Time, why string) {
