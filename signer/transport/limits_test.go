@@ -162,7 +162,19 @@ func TestSessionLimitsOnNATS(t *testing.T) {
 	if !dropped() {
 		t.Fatal("nats.go dropped nothing")
 	}
-	n, _ := tight.sub.Dropped()
+	// Once unblocked, the callback takes what is still pending; wait until
+	// each of the 50 messages is delivered or dropped before comparing.
+	var n int
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		d, _ := tight.sub.Delivered()
+		n, _ = tight.sub.Dropped()
+		if d+int64(n) >= 50 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10 s, %d delivered and %d dropped of 50", d, n)
+		}
+	}
 	tight.Close()
 	c.drops["node1"].mu.Lock()
 	got := c.drops["node1"].n[DropOverflow]
